@@ -1,0 +1,573 @@
+//! Settings: defaults, overridden by the config file, overridden by the environment.
+//!
+//! Every setting has a key in `config/specgate.toml` and an environment variable; both are
+//! listed once, in [`SETTINGS`]. A setting that is missing or malformed stops start-up with one
+//! line naming it. The API token's value is never part of any message.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, Uri};
+
+use crate::spec::SpecSource;
+
+/// One setting: its key in the config file and its environment variable.
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    /// The dotted key in the TOML file (`upstream.timeout_ms`).
+    pub key: &'static str,
+    /// The environment variable (`SPECGATE_UPSTREAM_TIMEOUT_MS`).
+    pub env: &'static str,
+}
+
+macro_rules! settings {
+    ($($name:ident = $key:literal, $env:literal;)*) => {
+        $(#[allow(missing_docs)] pub const $name: Setting = Setting { key: $key, env: $env };)*
+        /// Every setting specgate reads.
+        pub const SETTINGS: &[Setting] = &[$($name),*];
+    };
+}
+
+settings! {
+    LISTEN = "listen", "SPECGATE_LISTEN";
+    ADMIN_LISTEN = "admin_listen", "SPECGATE_ADMIN_LISTEN";
+    MAX_BODY_BYTES = "max_body_bytes", "SPECGATE_MAX_BODY_BYTES";
+    CREDENTIAL_HEADER = "credential_header", "SPECGATE_CREDENTIAL_HEADER";
+    API_TOKEN_FILE = "api_token_file", "SPECGATE_API_TOKEN_FILE";
+    UPSTREAM = "upstream.url", "SPECGATE_UPSTREAM";
+    UPSTREAM_CA = "upstream.ca_file", "SPECGATE_UPSTREAM_CA";
+    UPSTREAM_TIMEOUT_MS = "upstream.timeout_ms", "SPECGATE_UPSTREAM_TIMEOUT_MS";
+    UPSTREAM_CONNECT_TIMEOUT_MS = "upstream.connect_timeout_ms", "SPECGATE_UPSTREAM_CONNECT_TIMEOUT_MS";
+    UPSTREAM_POOL_IDLE_TIMEOUT_MS = "upstream.pool_idle_timeout_ms", "SPECGATE_UPSTREAM_POOL_IDLE_TIMEOUT_MS";
+    UPSTREAM_POOL_MAX_IDLE = "upstream.pool_max_idle_per_host", "SPECGATE_UPSTREAM_POOL_MAX_IDLE";
+    SPEC = "spec.path", "SPECGATE_SPEC";
+    OVERLAYS = "spec.overlays", "SPECGATE_OVERLAYS";
+    AUDIT_LOG = "audit.path", "SPECGATE_AUDIT_LOG";
+}
+
+/// The environment variable that holds the token itself. It has no config-file key: a token
+/// does not belong in a file that is committed or baked into an image.
+pub const API_TOKEN_ENV: &str = "SPECGATE_API_TOKEN";
+/// The environment variable naming the config file.
+pub const CONFIG_ENV: &str = "SPECGATE_CONFIG";
+
+/// A setting that stops start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    /// The setting, as the user would look for it (`SPECGATE_MAX_BODY_BYTES (max_body_bytes)`).
+    pub setting: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// The whole configuration, parsed and checked.
+#[derive(Debug)]
+pub struct Config {
+    /// Where the proxy listens.
+    pub listen: SocketAddr,
+    /// Where the admin endpoints listen.
+    pub admin_listen: SocketAddr,
+    /// Request bodies larger than this are refused with 413.
+    pub max_body_bytes: u64,
+    /// Overrides the credential header the spec names.
+    pub credential_header: Option<HeaderName>,
+    /// Where the API token comes from.
+    pub token: TokenSource,
+    /// The upstream.
+    pub upstream: UpstreamConfig,
+    /// The spec and its overlays.
+    pub spec: SpecSource,
+    /// The audit log.
+    pub audit: AuditConfig,
+}
+
+/// Where the API token is read from.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// `SPECGATE_API_TOKEN` (the value is read again from the environment when needed, so it
+    /// is held in exactly one place: the token store).
+    Env,
+    /// `SPECGATE_API_TOKEN_FILE`.
+    File(PathBuf),
+}
+
+/// The upstream API.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The base URL (`https://myaccount.api-us1.com/api/3`), without a trailing slash.
+    pub base: Uri,
+    /// Extra PEM roots trusted beside the built-in web roots.
+    pub ca_file: Option<PathBuf>,
+    /// How long to wait for the upstream's response headers.
+    pub timeout: Duration,
+    /// How long to wait for a TCP connection.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// How many idle connections are kept.
+    pub pool_max_idle_per_host: usize,
+}
+
+/// The audit log.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// The active audit file.
+    pub path: PathBuf,
+}
+
+/// The defaults, as documented in `config/specgate.toml`.
+pub mod defaults {
+    /// `listen`
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    /// `admin_listen`
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9090";
+    /// `max_body_bytes`: 1 MiB.
+    pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
+    /// `upstream.timeout_ms`
+    pub const UPSTREAM_TIMEOUT_MS: u64 = 30_000;
+    /// `upstream.connect_timeout_ms`
+    pub const UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
+    /// `upstream.pool_idle_timeout_ms`
+    pub const UPSTREAM_POOL_IDLE_TIMEOUT_MS: u64 = 90_000;
+    /// `upstream.pool_max_idle_per_host`
+    pub const UPSTREAM_POOL_MAX_IDLE: u64 = 256;
+    /// `audit.path`
+    pub const AUDIT_LOG: &str = "audit/specgate-audit.jsonl";
+}
+
+/// Raw setting values with where each came from.
+#[derive(Debug, Default)]
+pub struct Sources {
+    values: HashMap<&'static str, (Raw, String)>,
+    env_token: bool,
+}
+
+#[derive(Debug)]
+enum Raw {
+    File(toml::Value),
+    Env(String),
+}
+
+impl Sources {
+    /// Reads the config file (if `file` is given) and the environment.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut sources = Sources::default();
+        if let Some(path) = file {
+            sources.read_file(path)?;
+        }
+        for setting in SETTINGS {
+            if let Some(value) = env(setting.env) {
+                sources
+                    .values
+                    .insert(setting.key, (Raw::Env(value), setting.env.to_owned()));
+            }
+        }
+        sources.env_token = env(API_TOKEN_ENV).is_some();
+        Ok(sources)
+    }
+
+    fn read_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let name = path.display().to_string();
+        let file_error = |message: String| ConfigError {
+            setting: format!("{CONFIG_ENV} ({name})"),
+            message,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| file_error(format!("not valid TOML: {}", e.message())))?;
+        let mut flat = Vec::new();
+        flatten("", toml::Value::Table(table), &mut flat);
+        for (key, value) in flat {
+            let Some(setting) = SETTINGS.iter().find(|s| s.key == key) else {
+                let hint = if key.contains("token") && !key.ends_with("_file") {
+                    "; the token itself belongs in SPECGATE_API_TOKEN or the file api_token_file names"
+                } else {
+                    ""
+                };
+                return Err(file_error(format!("unknown setting {key:?}{hint}")));
+            };
+            self.values
+                .insert(setting.key, (Raw::File(value), format!("{key} in {name}")));
+        }
+        Ok(())
+    }
+
+    fn error(&self, setting: Setting, message: impl Into<String>) -> ConfigError {
+        let from = self.values.get(setting.key).map(|(_, from)| from.as_str());
+        ConfigError {
+            setting: match from {
+                Some(from) if from == setting.env => format!("{} ({})", setting.env, setting.key),
+                Some(from) => format!("{} ({from})", setting.key),
+                None => format!("{} ({})", setting.env, setting.key),
+            },
+            message: message.into(),
+        }
+    }
+
+    fn string(&self, setting: Setting) -> Result<Option<String>, ConfigError> {
+        match self.values.get(setting.key) {
+            None => Ok(None),
+            Some((Raw::Env(s), _)) => Ok(Some(s.clone())),
+            Some((Raw::File(toml::Value::String(s)), _)) => Ok(Some(s.clone())),
+            Some((Raw::File(other), _)) => Err(self.error(
+                setting,
+                format!("expected a string, found {}", other.type_str()),
+            )),
+        }
+    }
+
+    fn u64(&self, setting: Setting, default: u64) -> Result<u64, ConfigError> {
+        let value = match self.values.get(setting.key) {
+            None => return Ok(default),
+            Some((Raw::File(toml::Value::Integer(n)), _)) => u64::try_from(*n).ok(),
+            Some((Raw::Env(s), _)) => s.trim().replace('_', "").parse().ok(),
+            Some((Raw::File(_), _)) => None,
+        };
+        match value {
+            Some(n) if n > 0 => Ok(n),
+            _ => Err(self.error(
+                setting,
+                format!("{} is not a positive whole number", self.shown(setting)),
+            )),
+        }
+    }
+
+    fn list(&self, setting: Setting) -> Result<Option<Vec<String>>, ConfigError> {
+        match self.values.get(setting.key) {
+            None => Ok(None),
+            Some((Raw::Env(s), _)) => Ok(Some(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            )),
+            Some((Raw::File(toml::Value::Array(items)), _)) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    _ => Err(self.error(setting, "expected a list of strings")),
+                })
+                .collect::<Result<_, _>>()
+                .map(Some),
+            Some((Raw::File(_), _)) => Err(self.error(setting, "expected a list of strings")),
+        }
+    }
+
+    fn shown(&self, setting: Setting) -> String {
+        match self.values.get(setting.key) {
+            Some((Raw::Env(s), _)) => format!("{s:?}"),
+            Some((Raw::File(v), _)) => v.to_string(),
+            None => "nothing".to_owned(),
+        }
+    }
+
+    fn addr(&self, setting: Setting, default: &str) -> Result<SocketAddr, ConfigError> {
+        let s = self.string(setting)?.unwrap_or_else(|| default.to_owned());
+        s.trim().parse().map_err(|_| {
+            self.error(
+                setting,
+                format!("{s:?} is not an address with a port (such as {default})"),
+            )
+        })
+    }
+
+    fn ms(&self, setting: Setting, default: u64) -> Result<Duration, ConfigError> {
+        self.u64(setting, default).map(Duration::from_millis)
+    }
+}
+
+fn flatten(prefix: &str, value: toml::Value, out: &mut Vec<(String, toml::Value)>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, value) in table {
+                let key = if prefix.is_empty() {
+                    key
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&key, value, out);
+            }
+        }
+        value => out.push((prefix.to_owned(), value)),
+    }
+}
+
+impl Config {
+    /// Loads the configuration from the process environment and the file `SPECGATE_CONFIG` (or
+    /// `file`, if given) names.
+    pub fn from_env(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| env(CONFIG_ENV).map(PathBuf::from));
+        Config::from_sources(&Sources::load(file.as_deref(), &env)?)
+    }
+
+    /// Builds and checks the configuration from raw sources.
+    pub fn from_sources(s: &Sources) -> Result<Config, ConfigError> {
+        let token = match (s.env_token, s.string(API_TOKEN_FILE)?) {
+            (true, Some(_)) => {
+                return Err(ConfigError {
+                    setting: format!("{API_TOKEN_ENV} / {}", API_TOKEN_FILE.env),
+                    message: "both are set; set only one".into(),
+                });
+            }
+            (true, None) => TokenSource::Env,
+            (false, Some(path)) => TokenSource::File(PathBuf::from(path)),
+            (false, None) => {
+                return Err(ConfigError {
+                    setting: format!("{} ({})", API_TOKEN_FILE.env, API_TOKEN_FILE.key),
+                    message: format!(
+                        "no API token configured; set it to a file holding the token, or set {API_TOKEN_ENV}"
+                    ),
+                });
+            }
+        };
+        let credential_header = match s.string(CREDENTIAL_HEADER)? {
+            None => None,
+            Some(name) => Some(HeaderName::try_from(name.trim()).map_err(|_| {
+                s.error(
+                    CREDENTIAL_HEADER,
+                    format!("{name:?} is not a valid header name"),
+                )
+            })?),
+        };
+        Ok(Config {
+            listen: s.addr(LISTEN, defaults::LISTEN)?,
+            admin_listen: s.addr(ADMIN_LISTEN, defaults::ADMIN_LISTEN)?,
+            max_body_bytes: s.u64(MAX_BODY_BYTES, defaults::MAX_BODY_BYTES)?,
+            credential_header,
+            token,
+            upstream: UpstreamConfig {
+                base: upstream_base(s)?,
+                ca_file: s.string(UPSTREAM_CA)?.map(PathBuf::from),
+                timeout: s.ms(UPSTREAM_TIMEOUT_MS, defaults::UPSTREAM_TIMEOUT_MS)?,
+                connect_timeout: s.ms(
+                    UPSTREAM_CONNECT_TIMEOUT_MS,
+                    defaults::UPSTREAM_CONNECT_TIMEOUT_MS,
+                )?,
+                pool_idle_timeout: s.ms(
+                    UPSTREAM_POOL_IDLE_TIMEOUT_MS,
+                    defaults::UPSTREAM_POOL_IDLE_TIMEOUT_MS,
+                )?,
+                pool_max_idle_per_host: s
+                    .u64(UPSTREAM_POOL_MAX_IDLE, defaults::UPSTREAM_POOL_MAX_IDLE)?
+                    as usize,
+            },
+            spec: SpecSource {
+                path: s.string(SPEC)?.map(PathBuf::from),
+                overlays: s
+                    .list(OVERLAYS)?
+                    .map(|l| l.into_iter().map(PathBuf::from).collect()),
+            },
+            audit: AuditConfig {
+                path: PathBuf::from(
+                    s.string(AUDIT_LOG)?
+                        .unwrap_or_else(|| defaults::AUDIT_LOG.to_owned()),
+                ),
+            },
+        })
+    }
+}
+
+fn upstream_base(s: &Sources) -> Result<Uri, ConfigError> {
+    let Some(url) = s.string(UPSTREAM)? else {
+        return Err(s.error(
+            UPSTREAM,
+            "no upstream configured; set it to the API's base URL, such as https://myaccount.api-us1.com/api/3",
+        ));
+    };
+    let uri: Uri = url
+        .trim()
+        .parse()
+        .map_err(|_| s.error(UPSTREAM, format!("{url:?} is not a URL")))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(s.error(
+            UPSTREAM,
+            format!("{url:?} must be an https:// URL: the token only travels over TLS"),
+        ));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(s.error(UPSTREAM, format!("{url:?} has no host")));
+    }
+    if uri.query().is_some() {
+        return Err(s.error(UPSTREAM, format!("{url:?} must not have a query string")));
+    }
+    let base = format!(
+        "https://{}{}",
+        uri.authority().expect("checked a host above"),
+        uri.path().trim_end_matches('/')
+    );
+    Ok(base.parse().expect("rebuilt from a parsed URI"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("specgate.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let sources = Sources::load(file.map(|_| path.as_path()), &|name| env.get(name).cloned())?;
+        Config::from_sources(&sources)
+    }
+
+    const MINIMAL: &[(&str, &str)] = &[
+        ("SPECGATE_UPSTREAM", "https://acct.api-us1.com/api/3/"),
+        ("SPECGATE_API_TOKEN", "secret-value-1"),
+    ];
+
+    #[test]
+    fn defaults_apply_when_only_upstream_and_token_are_set() {
+        let c = load(None, MINIMAL).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(
+            c.upstream.base.to_string(),
+            "https://acct.api-us1.com/api/3"
+        );
+        assert_eq!(c.upstream.timeout, Duration::from_secs(30));
+        assert_eq!(c.audit.path, PathBuf::from("audit/specgate-audit.jsonl"));
+        assert!(matches!(c.token, TokenSource::Env));
+        assert!(c.spec.path.is_none() && c.spec.overlays.is_none());
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let file = "listen = \"127.0.0.1:1000\"\nmax_body_bytes = 10\n[upstream]\ntimeout_ms = 5\n";
+        let mut env = MINIMAL.to_vec();
+        env.push(("SPECGATE_LISTEN", "127.0.0.1:2000"));
+        let c = load(Some(file), &env).unwrap();
+        assert_eq!(c.listen.port(), 2000);
+        assert_eq!(c.max_body_bytes, 10);
+        assert_eq!(c.upstream.timeout, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn a_missing_upstream_names_the_setting() {
+        let e = load(None, &[("SPECGATE_API_TOKEN", "t")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("SPECGATE_UPSTREAM (upstream.url): no upstream"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_token_names_both_ways_to_set_it() {
+        let e = load(None, &[("SPECGATE_UPSTREAM", "https://a.example")]).unwrap_err();
+        let line = e.to_string();
+        assert!(
+            line.contains("SPECGATE_API_TOKEN_FILE") && line.contains("SPECGATE_API_TOKEN"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_where_it_came_from() {
+        let mut env = MINIMAL.to_vec();
+        env.push(("SPECGATE_MAX_BODY_BYTES", "lots"));
+        let e = load(None, &env).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "SPECGATE_MAX_BODY_BYTES (max_body_bytes): \"lots\" is not a positive whole number"
+        );
+        let e = load(Some("[upstream]\ntimeout_ms = \"soon\"\n"), MINIMAL).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("upstream.timeout_ms (upstream.timeout_ms in "),
+            "{e}"
+        );
+        let mut env = MINIMAL.to_vec();
+        env.push(("SPECGATE_LISTEN", "localhost"));
+        assert!(
+            load(None, &env)
+                .unwrap_err()
+                .to_string()
+                .starts_with("SPECGATE_LISTEN (listen)")
+        );
+    }
+
+    #[test]
+    fn plain_http_upstreams_are_refused() {
+        let e = load(
+            None,
+            &[
+                ("SPECGATE_UPSTREAM", "http://a.example"),
+                ("SPECGATE_API_TOKEN", "t"),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("https://"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_tokens_in_the_file_are_refused() {
+        let e = load(Some("listne = \"x\"\n"), MINIMAL).unwrap_err();
+        assert!(e.message.contains("unknown setting \"listne\""), "{e}");
+        let e = load(Some("api_token = \"abc\"\n"), MINIMAL).unwrap_err();
+        assert!(e.message.contains("SPECGATE_API_TOKEN"), "{e}");
+        assert!(
+            !e.to_string().contains("abc"),
+            "the token value is never echoed"
+        );
+    }
+
+    #[test]
+    fn both_token_sources_at_once_are_refused() {
+        let mut env = MINIMAL.to_vec();
+        env.push(("SPECGATE_API_TOKEN_FILE", "/run/secrets/t"));
+        let e = load(None, &env).unwrap_err();
+        assert!(e.message.contains("set only one"), "{e}");
+        assert!(!e.to_string().contains("secret-value-1"));
+    }
+
+    #[test]
+    fn the_shipped_config_file_documents_every_setting_and_loads() {
+        let text = include_str!("../config/specgate.toml");
+        for setting in SETTINGS {
+            let leaf = setting.key.rsplit('.').next().unwrap();
+            assert!(
+                text.contains(&format!("{leaf} =")),
+                "config/specgate.toml lacks {}",
+                setting.key
+            );
+            assert!(
+                text.contains(setting.env),
+                "config/specgate.toml does not name {}",
+                setting.env
+            );
+        }
+        // Uncommented, the documented defaults load as they are.
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|l| l.contains(" = ") && !l.contains("SPECGATE"))
+                    .unwrap_or(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = load(Some(&uncommented), &[]).unwrap();
+        assert_eq!(c.listen.to_string(), defaults::LISTEN);
+        assert_eq!(c.max_body_bytes, defaults::MAX_BODY_BYTES);
+        assert!(matches!(c.token, TokenSource::File(_)));
+    }
+}

@@ -1,0 +1,374 @@
+//! The one error type of the request path, and the one place it becomes a response.
+//!
+//! Every refusal specgate makes is an [`Error`]; [`Error::to_response`] renders it as an RFC 9457
+//! `application/problem+json` body of one shape. Detail strings are written for the app
+//! developer reading them: they say what was wrong with the request and never carry internals,
+//! upstream addresses or credentials.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+use serde::Serialize;
+
+use crate::body::{Body, BoxError};
+
+/// Why specgate refused or failed a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The path matches no operation in the spec.
+    #[error("no operation in the spec matches this path")]
+    RouteNotFound,
+    /// The path matches an operation, but not with this method.
+    #[error("{method} is not allowed here")]
+    MethodNotAllowed {
+        /// The method the client used.
+        method: Method,
+        /// The methods the spec declares for this path, as an `Allow` header value.
+        allow: HeaderValue,
+    },
+    /// The request target could route around the spec, or is not a path at all.
+    #[error("request target refused: {0}")]
+    BadTarget(&'static str),
+    /// The body is larger than the configured limit.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The body could not be read from the client (it aborted, or sent a malformed stream).
+    #[error("request body could not be read")]
+    BodyRead(#[source] BoxError),
+    /// The operation takes JSON, and the request did not say it sent JSON.
+    #[error("unsupported content type")]
+    UnsupportedMediaType {
+        /// The `Content-Type` the client sent, if any.
+        got: Option<String>,
+    },
+    /// The body is not JSON.
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// The operation requires a body and none was sent.
+    #[error("request body is required")]
+    BodyMissing,
+    /// The body is JSON but does not satisfy the operation's schema.
+    #[error("request body does not match the schema of operation {operation_id}")]
+    SchemaViolations {
+        /// The operation whose schema was applied.
+        operation_id: String,
+        /// One entry per violation.
+        violations: Vec<Violation>,
+    },
+    /// No connection to the upstream could be made.
+    #[error("could not connect to the upstream")]
+    UpstreamConnect(#[source] BoxError),
+    /// A connection was made, but the TLS handshake failed.
+    #[error("TLS handshake with the upstream failed")]
+    UpstreamTls(#[source] BoxError),
+    /// The upstream did not answer in time.
+    #[error("the upstream did not respond within {timeout_ms} ms")]
+    UpstreamTimeout {
+        /// The timeout that expired.
+        timeout_ms: u64,
+    },
+    /// The upstream connection failed mid-exchange or spoke something other than HTTP.
+    #[error("the upstream connection failed")]
+    UpstreamProtocol(#[source] BoxError),
+    /// The audit log cannot take records, so creates are refused before they are forwarded.
+    #[error("the audit log is not writable; creates are refused until it is")]
+    AuditUnavailable,
+    /// The upstream accepted a create, but its audit record could not be written.
+    #[error("the upstream answered {upstream_status} but the audit record could not be written")]
+    AuditFailedAfterCreate {
+        /// What the upstream answered.
+        upstream_status: StatusCode,
+    },
+}
+
+/// One schema violation in a request body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// What went wrong, for a person: `/connection: missing required property 'name'`.
+    pub title: String,
+    /// A stable machine-readable code (`required`, `type`, `enum`, ...).
+    pub code: &'static str,
+    /// Where in the body, as ActiveCampaign's own 422s say it.
+    pub source: Source,
+}
+
+/// The location of a violation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Source {
+    /// An RFC 6901 JSON pointer into the request body.
+    pub pointer: String,
+}
+
+/// The `application/problem+json` body every error is rendered as.
+#[derive(Debug, Serialize)]
+pub struct Problem<'a> {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// A short summary of the kind of problem.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened to this request.
+    pub detail: String,
+    /// The request id, to find the request in logs and the audit log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a str>,
+    /// One entry per schema violation.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub errors: &'a [Violation],
+}
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+impl Error {
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::RouteNotFound => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::BadTarget(_) | Error::BodyRead(_) | Error::MalformedJson(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::BodyMissing => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::SchemaViolations { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::UpstreamConnect(_) | Error::UpstreamTls(_) | Error::UpstreamProtocol(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::AuditFailedAfterCreate { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short name for this kind of error, for logs and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        self.type_and_title()
+            .0
+            .rsplit(':')
+            .next()
+            .unwrap_or("error")
+    }
+
+    fn type_and_title(&self) -> (&'static str, &'static str) {
+        match self {
+            Error::RouteNotFound => ("urn:specgate:problem:route-not-found", "No such operation"),
+            Error::MethodNotAllowed { .. } => (
+                "urn:specgate:problem:method-not-allowed",
+                "Method not allowed",
+            ),
+            Error::BadTarget(_) => ("urn:specgate:problem:bad-target", "Request target refused"),
+            Error::BodyTooLarge { .. } => ("urn:specgate:problem:body-too-large", "Body too large"),
+            Error::BodyRead(_) => ("urn:specgate:problem:body-unreadable", "Body not readable"),
+            Error::UnsupportedMediaType { .. } => (
+                "urn:specgate:problem:unsupported-media-type",
+                "Unsupported media type",
+            ),
+            Error::MalformedJson(_) => ("urn:specgate:problem:malformed-json", "Malformed JSON"),
+            Error::BodyMissing => ("urn:specgate:problem:body-missing", "Body required"),
+            Error::SchemaViolations { .. } => (
+                "urn:specgate:problem:schema-violation",
+                "Request body does not match the API schema",
+            ),
+            Error::UpstreamConnect(_) => (
+                "urn:specgate:problem:upstream-connect",
+                "Upstream unreachable",
+            ),
+            Error::UpstreamTls(_) => ("urn:specgate:problem:upstream-tls", "Upstream TLS failed"),
+            Error::UpstreamTimeout { .. } => (
+                "urn:specgate:problem:upstream-timeout",
+                "Upstream timed out",
+            ),
+            Error::UpstreamProtocol(_) => (
+                "urn:specgate:problem:upstream-protocol",
+                "Upstream connection failed",
+            ),
+            Error::AuditUnavailable => (
+                "urn:specgate:problem:audit-unavailable",
+                "Audit log unavailable",
+            ),
+            Error::AuditFailedAfterCreate { .. } => (
+                "urn:specgate:problem:audit-failed-after-create",
+                "Created upstream, but not audited",
+            ),
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Error::RouteNotFound => {
+                "no operation in the API spec matches this path; it was not forwarded".to_owned()
+            }
+            Error::MethodNotAllowed { method, allow } => format!(
+                "{method} is not an operation on this path; the spec allows {}",
+                allow.to_str().unwrap_or("")
+            ),
+            Error::UnsupportedMediaType { got: Some(got) } => format!(
+                "this operation takes application/json; the request's Content-Type is {got:?}"
+            ),
+            Error::UnsupportedMediaType { got: None } => {
+                "this operation takes application/json; the request has no Content-Type".to_owned()
+            }
+            Error::SchemaViolations { violations, .. } => match violations.as_slice() {
+                [one] => one.title.clone(),
+                many => format!("{} violations of the API schema; see errors", many.len()),
+            },
+            Error::AuditFailedAfterCreate { upstream_status } => format!(
+                "the upstream answered {} but the audit record could not be written; the \
+                 resource may exist upstream, so check before retrying",
+                upstream_status.as_u16()
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    /// The problem body for this error.
+    pub fn problem<'a>(&'a self, request_id: Option<&'a str>) -> Problem<'a> {
+        let (kind, title) = self.type_and_title();
+        let errors = match self {
+            Error::SchemaViolations { violations, .. } => violations.as_slice(),
+            _ => &[],
+        };
+        Problem {
+            kind,
+            title,
+            status: self.status().as_u16(),
+            detail: self.detail(),
+            request_id,
+            errors,
+        }
+    }
+
+    /// Renders this error as the response the client receives.
+    pub fn to_response(&self, request_id: Option<&str>) -> Response<Body> {
+        let body = serde_json::to_vec(&self.problem(request_id))
+            .expect("a problem of strings and numbers always serialises");
+        let mut response = Response::new(Body::full(Bytes::from(body)));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        match self {
+            Error::MethodNotAllowed { allow, .. } => {
+                headers.insert(header::ALLOW, allow.clone());
+            }
+            Error::AuditUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Shows an error with its chain of causes, for logs.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+
+    async fn rendered(error: Error) -> (StatusCode, http::HeaderMap, Value) {
+        let (parts, body) = error.to_response(Some("req-1")).into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn schema_violations_render_one_entry_each_with_a_pointer() {
+        let error = Error::SchemaViolations {
+            operation_id: "create-connection".into(),
+            violations: vec![Violation {
+                title: "/connection: missing required property 'name'".into(),
+                code: "required",
+                source: Source {
+                    pointer: "/connection/name".into(),
+                },
+            }],
+        };
+        let (status, headers, body) = rendered(error).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(
+            body,
+            json!({
+                "type": "urn:specgate:problem:schema-violation",
+                "title": "Request body does not match the API schema",
+                "status": 422,
+                "detail": "/connection: missing required property 'name'",
+                "request_id": "req-1",
+                "errors": [{
+                    "title": "/connection: missing required property 'name'",
+                    "code": "required",
+                    "source": {"pointer": "/connection/name"}
+                }]
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn method_not_allowed_carries_allow() {
+        let error = Error::MethodNotAllowed {
+            method: Method::GET,
+            allow: HeaderValue::from_static("POST"),
+        };
+        let (status, headers, body) = rendered(error).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[header::ALLOW], "POST");
+        assert_eq!(body["status"], 405);
+        assert!(body.get("errors").is_none(), "no errors array outside 422s");
+    }
+
+    #[tokio::test]
+    async fn upstream_errors_do_not_show_their_causes() {
+        let cause: BoxError = "connect to 10.1.2.3:443: connection refused".into();
+        let (status, _, body) = rendered(Error::UpstreamConnect(cause)).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(body["detail"], "could not connect to the upstream");
+        let (status, _, body) = rendered(Error::UpstreamTimeout { timeout_ms: 250 }).await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(body["detail"], "the upstream did not respond within 250 ms");
+    }
+
+    #[test]
+    fn every_status_maps_as_documented() {
+        let cases = [
+            (Error::RouteNotFound, 404),
+            (Error::BadTarget("x"), 400),
+            (Error::BodyTooLarge { limit: 1 }, 413),
+            (Error::UnsupportedMediaType { got: None }, 415),
+            (Error::MalformedJson("x".into()), 400),
+            (Error::BodyMissing, 422),
+            (Error::AuditUnavailable, 503),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error:?}");
+        }
+        assert_eq!(Error::RouteNotFound.kind(), "route-not-found");
+    }
+}

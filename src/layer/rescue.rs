@@ -1,0 +1,136 @@
+//! The one place an [`Error`] becomes a response: problem+json, with the request id, and a
+//! log line. Everything inside this layer refuses by returning `Err`; nothing outside it sees
+//! an error.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::request_id::RequestId;
+use crate::body::Body;
+use crate::error::{Chain, Error};
+
+/// Adds [`Rescue`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RescueLayer;
+
+impl<S> Layer<S> for RescueLayer {
+    type Service = Rescue<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Rescue { inner }
+    }
+}
+
+/// Renders errors from the inner service as problem+json responses.
+#[derive(Clone, Debug)]
+pub struct Rescue<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for Rescue<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Error>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The inner services of this crate are always ready; one that fails readiness has no
+        // request to answer, so the error can only be logged.
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Err(error)) => {
+                tracing::error!(error = %Chain(&error), "service not ready");
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let id = req.extensions().get::<RequestId>().cloned();
+        ResponseFuture {
+            future: self.inner.call(req),
+            id,
+        }
+    }
+}
+
+pin_project! {
+    /// Turns the inner error into a response.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        future: F,
+        id: Option<RequestId>,
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Error>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match std::task::ready!(this.future.poll(cx)) {
+            Ok(response) => Poll::Ready(Ok(response)),
+            Err(error) => {
+                let id = this.id.as_ref().map(RequestId::as_str);
+                log(&error, id);
+                let mut response = error.to_response(id);
+                response.extensions_mut().insert(ErrorKind(error.kind()));
+                Poll::Ready(Ok(response))
+            }
+        }
+    }
+}
+
+/// Marks a response as one specgate produced for an error (for the access log and metrics).
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorKind(pub &'static str);
+
+fn log(error: &Error, request_id: Option<&str>) {
+    let status = error.status().as_u16();
+    let kind = error.kind();
+    if error.status().is_server_error() {
+        tracing::warn!(request_id, status, kind, error = %Chain(error), "request failed");
+    } else {
+        tracing::debug!(request_id, status, kind, error = %error, "request refused");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+    use tower::{ServiceExt, service_fn};
+
+    #[tokio::test]
+    async fn errors_become_problem_responses_with_the_request_id() {
+        let inner = service_fn(|_req: Request<Body>| async {
+            Err::<Response<Body>, _>(Error::RouteNotFound)
+        });
+        let stack = super::super::request_id::RequestIdLayer.layer(RescueLayer.layer(inner));
+        let mut req = Request::new(Body::empty());
+        req.headers_mut()
+            .insert("x-request-id", "rid-7".parse().unwrap());
+        let response = stack.oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers()["x-request-id"], "rid-7");
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["request_id"], "rid-7");
+    }
+}

@@ -1,0 +1,24 @@
+//! specgate: a sidecar gateway that validates requests against the API's OpenAPI spec, injects
+//! the API token the app never holds, forwards over TLS, and audits every create.
+//!
+//! The request path is built in [`stack`], one layer per concern, each in [`layer`]. Decisions
+//! (routing, validation, error rendering, audit encoding) are plain functions in [`route`],
+//! [`spec`], [`error`] and [`audit`]; I/O lives at the edges ([`server`], [`upstream`], the
+//! audit writer).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs, unreachable_pub)]
+
+pub mod app;
+pub mod audit;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod layer;
+pub mod route;
+pub mod server;
+pub mod spec;
+pub mod stack;
+pub mod telemetry;
+pub mod token;
+pub mod upstream;

@@ -1,0 +1,198 @@
+use serde_json::json;
+
+use super::*;
+
+fn embedded() -> Spec {
+    Spec::load(&SpecSource::default()).expect("the embedded spec compiles")
+}
+
+fn create_connection(spec: &Spec) -> &Operation {
+    spec.operations
+        .iter()
+        .find(|op| op.id == "create-connection")
+        .unwrap()
+}
+
+fn schema(op: &Operation) -> &RequestSchema {
+    op.body
+        .as_ref()
+        .unwrap()
+        .json
+        .as_ref()
+        .unwrap()
+        .schema
+        .as_ref()
+        .unwrap()
+}
+
+#[test]
+fn the_embedded_spec_yields_the_seed_operation() {
+    let spec = embedded();
+    assert_eq!(spec.base_path, "/api/3");
+    assert_eq!(spec.credential_header, "api-token");
+    assert_eq!(spec.overlays.len(), 1);
+    let op = create_connection(&spec);
+    assert_eq!(op.method, Method::POST);
+    assert_eq!(op.template, "/connections");
+    assert!(op.creates);
+    let body = op.body.as_ref().unwrap();
+    assert_eq!(body.media_types, ["application/json"]);
+    assert_eq!(
+        body.json.as_ref().unwrap().resource_key.as_deref(),
+        Some("connection")
+    );
+}
+
+#[test]
+fn the_overlay_makes_the_resource_object_required() {
+    let spec = embedded();
+    let schema = schema(create_connection(&spec));
+    assert!(!schema.is_valid(&json!({})));
+    assert!(!schema.is_valid(&json!({"connection": null})));
+    assert!(create_connection(&spec).body.as_ref().unwrap().required);
+}
+
+#[test]
+fn without_the_overlay_the_vendor_schema_lets_an_empty_object_through() {
+    let source = SpecSource {
+        path: None,
+        overlays: Some(Vec::new()),
+    };
+    let spec = Spec::load(&source).unwrap();
+    assert!(schema(create_connection(&spec)).is_valid(&json!({})));
+}
+
+#[test]
+fn the_seed_example_request_is_valid() {
+    let spec = embedded();
+    let example = json!({"connection": {"service": "fooCommerce", "externalid": "toystore123",
+        "name": "Toystore, Inc.", "logoUrl": "http://example.com/i/foo.png",
+        "linkUrl": "http://example.com/foo/", "listId": "1"}});
+    assert!(schema(create_connection(&spec)).is_valid(&example));
+}
+
+fn doc30() -> Value {
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "t", "version": "1"},
+        "servers": [{"url": "/v1/"}],
+        "paths": {
+            "/things/{id}": {
+                "get": {"operationId": "get-thing"},
+                "put": {
+                    "requestBody": {"$ref": "#/components/requestBodies/Thing"}
+                }
+            }
+        },
+        "components": {
+            "requestBodies": {
+                "Thing": {"content": {"application/json; charset=utf-8": {
+                    "schema": {"$ref": "#/components/schemas/Thing"}}}}
+            },
+            "schemas": {
+                "Thing": {"type": "object", "properties": {
+                    "thing": {"type": "object", "properties": {
+                        "note": {"type": "string", "nullable": true}}}}}
+            }
+        }
+    })
+}
+
+#[test]
+fn openapi_30_documents_compile_with_refs_and_nullable() {
+    let spec = Spec::compile("t.json", doc30()).unwrap();
+    assert_eq!(spec.base_path, "/v1");
+    assert_eq!(spec.credential_header, DEFAULT_CREDENTIAL_HEADER);
+    assert_eq!(spec.operations.len(), 2);
+    let put = &spec.operations[1];
+    assert_eq!(put.id, "PUT /things/{id}");
+    assert!(!put.creates, "only POSTs create");
+    let body = put.body.as_ref().unwrap();
+    assert_eq!(
+        body.json.as_ref().unwrap().resource_key.as_deref(),
+        Some("thing")
+    );
+    let schema = body.json.as_ref().unwrap().schema.as_ref().unwrap();
+    assert!(schema.is_valid(&json!({"thing": {"note": null}})));
+    assert!(!schema.is_valid(&json!({"thing": {"note": 5}})));
+}
+
+#[test]
+fn a_broken_schema_stops_loading_with_file_and_pointer() {
+    let mut doc = doc30();
+    doc["components"]["schemas"]["Thing"]["properties"]["thing"]["type"] = json!(12);
+    let e = Spec::compile("t.json", doc).unwrap_err();
+    assert_eq!(e.file, "t.json");
+    assert_eq!(e.pointer, "/components/schemas/Thing/properties/thing/type");
+    assert!(
+        e.to_string()
+            .starts_with("t.json at /components/schemas/Thing/properties/thing/type: ")
+    );
+}
+
+#[test]
+fn an_unsupported_version_is_refused() {
+    let e = Spec::compile("t.json", json!({"swagger": "2.0", "paths": {}})).unwrap_err();
+    assert_eq!(e.pointer, "/openapi");
+}
+
+#[test]
+fn yaml_specs_with_numeric_keys_load() {
+    let yaml = "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths:\n  /a:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema: {type: object}\n      responses:\n        200: {description: ok}\n";
+    let doc = parse_document("spec.yaml", yaml).unwrap();
+    assert!(doc.pointer("/paths/~1a/post/responses/200").is_some());
+    let spec = Spec::compile("spec.yaml", doc).unwrap();
+    assert!(spec.operations[0].creates);
+}
+
+#[test]
+fn spec_files_pick_up_the_overlay_beside_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("api.json");
+    std::fs::write(&spec_path, serde_json::to_vec(&doc30()).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("api.overlay.yaml"),
+        "overlay: 1.0.0\ninfo: {title: t, version: '1'}\nactions:\n  - target: $.components.schemas.Thing\n    update: {required: [thing]}\n",
+    )
+    .unwrap();
+    let spec = Spec::load(&SpecSource {
+        path: Some(spec_path),
+        overlays: None,
+    })
+    .unwrap();
+    assert_eq!(spec.overlays.len(), 1);
+    let schema = spec.operations[1]
+        .body
+        .as_ref()
+        .unwrap()
+        .json
+        .as_ref()
+        .unwrap();
+    assert!(!schema.schema.as_ref().unwrap().is_valid(&json!({})));
+}
+
+#[test]
+fn credential_header_follows_the_security_requirement() {
+    let mut doc = doc30();
+    doc["components"]["securitySchemes"] = json!({
+        "other": {"type": "apiKey", "in": "query", "name": "key"},
+        "a": {"type": "apiKey", "in": "header", "name": "X-First"},
+        "b": {"type": "apiKey", "in": "header", "name": "X-Chosen"}
+    });
+    doc["security"] = json!([{"b": []}]);
+    assert_eq!(
+        Spec::compile("t", doc).unwrap().credential_header,
+        "x-chosen"
+    );
+}
+
+#[test]
+fn pointers_escape_slashes_and_tildes() {
+    assert_eq!(pointer_push("/paths", "/a/{b}~"), "/paths/~1a~1{b}~0");
+    assert_eq!(
+        media_essence("Application/JSON; charset=UTF-8"),
+        "application/json"
+    );
+    assert!(is_json("application/vnd.api+json"));
+    assert!(!is_json("text/json5"));
+}

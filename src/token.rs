@@ -1,0 +1,210 @@
+//! The API token: read, checked, held as a secret, swapped in place when it rotates.
+//!
+//! The token exists in two forms only: a [`SecretString`] (zeroised on drop, redacted in
+//! `Debug`) and the sensitive [`HeaderValue`] sent upstream (which `Debug` prints as
+//! `Sensitive` and HPACK never indexes). No error, log line or `Debug` output here includes it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+#[cfg(test)]
+use secrecy::ExposeSecret;
+use secrecy::SecretString;
+
+use crate::config::{API_TOKEN_ENV, API_TOKEN_FILE, TokenSource};
+
+/// Why a token could not be loaded. The message never contains the token.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {problem}")]
+pub struct TokenError {
+    origin: String,
+    problem: &'static str,
+}
+
+/// The current API token, replaceable while requests are in flight.
+pub struct TokenStore {
+    source: TokenSource,
+    current: ArcSwap<Token>,
+}
+
+/// One loaded token.
+pub struct Token {
+    #[allow(dead_code)] // kept so the bytes are zeroised when the token is dropped
+    secret: SecretString,
+    header: HeaderValue,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenStore")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Token {
+    /// Checks a raw token: surrounding whitespace (a trailing newline from `echo` or a Secret
+    /// editor) is trimmed; empty, inner whitespace or control bytes are refused.
+    pub fn parse(raw: &str) -> Result<Token, &'static str> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err("the token is empty");
+        }
+        if trimmed
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err("the token contains whitespace or control characters");
+        }
+        if !trimmed.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the token contains non-ASCII characters");
+        }
+        let mut header =
+            HeaderValue::from_str(trimmed).map_err(|_| "the token is not a valid header value")?;
+        header.set_sensitive(true);
+        Ok(Token {
+            secret: SecretString::from(trimmed),
+            header,
+        })
+    }
+
+    /// The header value to send upstream (marked sensitive).
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.header
+    }
+
+    /// Whether `candidate` is this token, compared without exposing either in a message.
+    #[cfg(test)]
+    pub fn is(&self, candidate: &str) -> bool {
+        self.secret.expose_secret() == candidate
+    }
+}
+
+impl TokenStore {
+    /// Loads the token from `source`.
+    pub fn load(source: TokenSource) -> Result<TokenStore, TokenError> {
+        let token = read(&source)?;
+        Ok(TokenStore {
+            source,
+            current: ArcSwap::from_pointee(token),
+        })
+    }
+
+    /// A store holding `token`, read from the environment variable (for tests and tools).
+    pub fn fixed(raw: &str) -> Result<TokenStore, TokenError> {
+        let token = Token::parse(raw).map_err(|problem| TokenError {
+            origin: API_TOKEN_ENV.to_owned(),
+            problem,
+        })?;
+        Ok(TokenStore {
+            source: TokenSource::Env,
+            current: ArcSwap::from_pointee(token),
+        })
+    }
+
+    /// The token to use for the next request.
+    pub fn current(&self) -> Arc<Token> {
+        self.current.load_full()
+    }
+
+    /// Reads the source again; on success the new token serves every later request, and on
+    /// failure the old one stays.
+    pub fn reload(&self) -> Result<(), TokenError> {
+        let token = read(&self.source)?;
+        self.current.store(Arc::new(token));
+        Ok(())
+    }
+
+    /// The file the token is read from, if it is read from a file.
+    pub fn file(&self) -> Option<&PathBuf> {
+        match &self.source {
+            TokenSource::File(path) => Some(path),
+            TokenSource::Env => None,
+        }
+    }
+}
+
+fn read(source: &TokenSource) -> Result<Token, TokenError> {
+    match source {
+        TokenSource::Env => {
+            let origin = API_TOKEN_ENV.to_owned();
+            let raw = std::env::var(API_TOKEN_ENV).map_err(|_| TokenError {
+                origin: origin.clone(),
+                problem: "not set, or not valid UTF-8",
+            })?;
+            Token::parse(&raw).map_err(|problem| TokenError { origin, problem })
+        }
+        TokenSource::File(path) => {
+            let origin = format!("{} ({})", API_TOKEN_FILE.env, path.display());
+            let raw = std::fs::read(path).map_err(|_| TokenError {
+                origin: origin.clone(),
+                problem: "the file cannot be read",
+            })?;
+            let raw = String::from_utf8(raw).map_err(|_| TokenError {
+                origin: origin.clone(),
+                problem: "the file is not valid UTF-8",
+            })?;
+            Token::parse(&raw).map_err(|problem| TokenError { origin, problem })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn surrounding_whitespace_is_trimmed() {
+        let token = Token::parse("  abc-123\n").unwrap();
+        assert!(token.is("abc-123"));
+        assert_eq!(token.header_value(), "abc-123");
+        assert!(token.header_value().is_sensitive());
+    }
+
+    #[test]
+    fn empty_inner_whitespace_and_control_bytes_are_refused() {
+        // The problem is a `&'static str`: it cannot contain the token by construction.
+        for raw in ["", " \n", "abc def", "abc\u{1}def", "ab\tc", "tökén"] {
+            assert!(Token::parse(raw).is_err(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let store = TokenStore::fixed("SECRET-TOKEN-XYZ").unwrap();
+        let shown = format!(
+            "{store:?} {:?} {:?}",
+            store.current(),
+            store.current().header_value()
+        );
+        assert!(!shown.contains("SECRET-TOKEN-XYZ"), "{shown}");
+    }
+
+    #[test]
+    fn a_file_token_reloads_and_a_bad_new_file_keeps_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        let store = TokenStore::load(TokenSource::File(path.clone())).unwrap();
+        assert!(store.current().is("first"));
+        std::fs::write(&path, "second").unwrap();
+        store.reload().unwrap();
+        assert!(store.current().is("second"));
+        std::fs::write(&path, "\n").unwrap();
+        let e = store.reload().unwrap_err();
+        assert!(e.to_string().contains("the token is empty"), "{e}");
+        assert!(store.current().is("second"));
+        std::fs::remove_file(&path).unwrap();
+        assert!(store.reload().is_err());
+        assert!(store.current().is("second"));
+    }
+}

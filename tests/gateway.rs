@@ -1,0 +1,636 @@
+//! The gateway end to end: the real binary, a real HTTP client, a real HTTPS upstream.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::*;
+
+async fn post(
+    gw: &Gateway,
+    path: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    client()
+        .post(gw.url(path))
+        .header("content-type", content_type)
+        .header("Api-Token", "client-supplied-token")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn problem(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert!(response.headers().contains_key("x-request-id"));
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_valid_create_is_forwarded_with_the_stored_token_under_both_paths() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let gw = Gateway::start(&env_for(&ca, &upstream));
+
+    for path in ["/api/3/connections", "/connections"] {
+        let response = client()
+            .post(gw.url(&format!("{path}?trace=1")))
+            .header("content-type", "application/json")
+            .header("Api-Token", "client-supplied-token")
+            .header("API-TOKEN", "second-client-copy")
+            .header("x-request-id", "app-req-1")
+            .body(VALID_CREATE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(response.headers()["x-request-id"], "app-req-1");
+        assert_eq!(response.headers()["x-upstream"], "stand-in");
+        assert_eq!(
+            response.text().await.unwrap(),
+            CREATED,
+            "the upstream's body, byte for byte"
+        );
+    }
+
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2);
+    for request in &seen {
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.uri.path(), "/api/3/connections");
+        assert_eq!(request.uri.query(), Some("trace=1"));
+        let tokens: Vec<_> = request.headers.get_all("api-token").iter().collect();
+        assert_eq!(
+            tokens,
+            [CANARY_TOKEN],
+            "only the stored token reaches the upstream"
+        );
+        assert_eq!(request.headers["x-request-id"], "app-req-1");
+        assert_eq!(&request.body[..], VALID_CREATE.as_bytes());
+        assert_eq!(request.version, http::Version::HTTP_2, "h2 by ALPN");
+    }
+}
+
+#[tokio::test]
+async fn each_missing_required_field_is_named() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let gw = Gateway::start(&env_for(&ca, &upstream));
+    for field in ["service", "externalid", "name", "logoUrl", "linkUrl"] {
+        let mut body: Value = serde_json::from_str(VALID_CREATE).unwrap();
+        body["connection"].as_object_mut().unwrap().remove(field);
+        let (status, problem) = problem(
+            post(
+                &gw,
+                "/api/3/connections",
+                "application/json",
+                body.to_string(),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        assert_eq!(problem["type"], "urn:specgate:problem:schema-violation");
+        assert_eq!(
+            problem["errors"],
+            json!([{
+                "title": format!("/connection: missing required property '{field}'"),
+                "code": "required",
+                "source": {"pointer": format!("/connection/{field}")}
+            }])
+        );
+        assert!(problem["request_id"].is_string());
+    }
+    assert!(
+        upstream.requests().is_empty(),
+        "nothing invalid was forwarded"
+    );
+}
+
+#[tokio::test]
+async fn each_field_of_the_wrong_type_is_named() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let gw = Gateway::start(&env_for(&ca, &upstream));
+    for field in [
+        "service",
+        "externalid",
+        "name",
+        "logoUrl",
+        "linkUrl",
+        "listId",
+    ] {
+        for wrong in [
+            json!(1),
+            json!(true),
+            json!(["x"]),
+            json!({"x": 1}),
+            json!(null),
+        ] {
+            let mut body: Value = serde_json::from_str(VALID_CREATE).unwrap();
+            body["connection"][field] = wrong.clone();
+            let (status, problem) =
+                problem(post(&gw, "/connections", "application/json", body.to_string()).await)
+                    .await;
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{field} = {wrong}"
+            );
+            let error = &problem["errors"][0];
+            assert_eq!(error["source"]["pointer"], format!("/connection/{field}"));
+            assert_eq!(error["code"], "type");
+            assert!(
+                error["title"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("/connection/{field}: expected string, got "))
+            );
+        }
+    }
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn bad_bodies_get_their_status_and_are_not_forwarded() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let mut env = env_for(&ca, &upstream);
+    env.push(("SPECGATE_MAX_BODY_BYTES".into(), "1024".into()));
+    let gw = Gateway::start(&env);
+
+    let cases: Vec<(&str, &str, String, u16, &str)> = vec![
+        (
+            "{} (the overlay requires connection)",
+            "application/json",
+            "{}".into(),
+            422,
+            "schema-violation",
+        ),
+        (
+            "a null connection",
+            "application/json",
+            r#"{"connection":null}"#.into(),
+            422,
+            "schema-violation",
+        ),
+        (
+            "an empty body",
+            "application/json",
+            String::new(),
+            422,
+            "schema-violation",
+        ),
+        (
+            "malformed JSON",
+            "application/json",
+            r#"{"connection": {"#.into(),
+            400,
+            "malformed-json",
+        ),
+        (
+            "trailing garbage",
+            "application/json",
+            format!("{VALID_CREATE}x"),
+            400,
+            "malformed-json",
+        ),
+        (
+            "text/plain",
+            "text/plain",
+            VALID_CREATE.into(),
+            415,
+            "unsupported-media-type",
+        ),
+        (
+            "form data",
+            "application/x-www-form-urlencoded",
+            "a=b".into(),
+            415,
+            "unsupported-media-type",
+        ),
+        (
+            "a body over 1024 bytes",
+            "application/json",
+            format!(r#"{{"connection":{{"name":"{}"}}}}"#, "x".repeat(2000)),
+            413,
+            "body-too-large",
+        ),
+    ];
+    for (what, content_type, body, status, kind) in cases {
+        let (got, problem) =
+            problem(post(&gw, "/api/3/connections", content_type, body).await).await;
+        assert_eq!(got.as_u16(), status, "{what}");
+        assert_eq!(
+            problem["type"],
+            format!("urn:specgate:problem:{kind}"),
+            "{what}"
+        );
+        assert_eq!(problem["status"], status, "{what}");
+        assert!(
+            problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{what}"
+        );
+    }
+    assert!(upstream.requests().is_empty(), "nothing was forwarded");
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_refused() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let mut env = env_for(&ca, &upstream);
+    env.push(("SPECGATE_MAX_BODY_BYTES".into(), "1024".into()));
+    let gw = Gateway::start(&env);
+    // A stream has no Content-Length: the limit is enforced while reading.
+    let chunks = (0..64)
+        .map(|_| Ok(http_body::Frame::data(bytes::Bytes::from(vec![b' '; 64]))))
+        .collect();
+    let body = reqwest::Body::wrap(http_body_util::StreamBody::new(stream_of(chunks)));
+    let response = post(&gw, "/connections", "application/json", body).await;
+    let (status, _) = problem(response).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(upstream.requests().is_empty());
+}
+
+type Chunk = Result<http_body::Frame<bytes::Bytes>, std::io::Error>;
+
+fn stream_of(items: Vec<Chunk>) -> impl futures_core::Stream<Item = Chunk> + Send + Sync + 'static {
+    struct Iter(std::vec::IntoIter<Chunk>);
+    impl futures_core::Stream for Iter {
+        type Item = Chunk;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            std::task::Poll::Ready(self.0.next())
+        }
+    }
+    Iter(items.into_iter())
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_refused_locally() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let gw = Gateway::start(&env_for(&ca, &upstream));
+
+    let (status, problem_body) =
+        problem(post(&gw, "/api/3/contacts", "application/json", "{}").await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(problem_body["type"], "urn:specgate:problem:route-not-found");
+
+    let response = client()
+        .get(gw.url("/api/3/connections"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "POST");
+    let (status, _) = problem(response).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+
+    for target in [
+        "/api/3/%2e%2e/3/connections",
+        "/api/3/../3/connections",
+        "/api%2f3/connections",
+    ] {
+        let head = format!("POST {target} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json");
+        let (status, body) = raw_request(gw.addr, &head, VALID_CREATE.as_bytes()).await;
+        assert_eq!(status, 400, "{target}: {body}");
+        assert!(body.contains("urn:specgate:problem:bad-target"), "{body}");
+    }
+
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn upstream_errors_pass_through_byte_for_byte() {
+    let ca = TestCa::new();
+    let duplicate = r#"{"errors":[{"title":"The integration already exists in the system.","detail":"","code":"duplicate","source":{"pointer":"/data/attributes/externalid"}}]}"#;
+    let upstream = Upstream::start(&ca, move |_| Reply::json(422, duplicate)).await;
+    let gw = Gateway::start(&env_for(&ca, &upstream));
+    let response = post(&gw, "/api/3/connections", "application/json", VALID_CREATE).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.text().await.unwrap(), duplicate);
+    assert_eq!(upstream.requests().len(), 1);
+    assert!(
+        gw.audit_lines().is_empty(),
+        "a refused create is not a created record"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_down_is_a_502() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let mut env = env_for(&ca, &upstream);
+    // A port that was just free: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    env[0].1 = format!("https://localhost:{}/api/3", closed.port());
+    let gw = Gateway::start(&env);
+    let (status, problem) =
+        problem(post(&gw, "/connections", "application/json", VALID_CREATE).await).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(problem["type"], "urn:specgate:problem:upstream-connect");
+    assert_eq!(problem["detail"], "could not connect to the upstream");
+    assert!(gw.audit_lines().is_empty());
+}
+
+#[tokio::test]
+async fn an_upstream_with_an_untrusted_certificate_is_a_502() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let mut env = env_for(&ca, &upstream);
+    env.retain(|(k, _)| k != "SPECGATE_UPSTREAM_CA");
+    let gw = Gateway::start(&env);
+    let (status, problem) =
+        problem(post(&gw, "/connections", "application/json", VALID_CREATE).await).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(problem["type"], "urn:specgate:problem:upstream-tls");
+    assert!(
+        upstream.requests().is_empty(),
+        "no request crosses an unverified connection"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_a_504() {
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, |_| Reply::Hang).await;
+    let mut env = env_for(&ca, &upstream);
+    env.push(("SPECGATE_UPSTREAM_TIMEOUT_MS".into(), "300".into()));
+    let gw = Gateway::start(&env);
+    let (status, problem) =
+        problem(post(&gw, "/connections", "application/json", VALID_CREATE).await).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        problem["detail"],
+        "the upstream did not respond within 300 ms"
+    );
+    assert!(gw.audit_lines().is_empty());
+}
+
+#[tokio::test]
+async fn each_create_gains_one_audit_line_before_the_client_hears_of_it() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let gw = Gateway::start(&env_for(&ca, &upstream));
+    let response = client()
+        .post(gw.url("/api/3/connections"))
+        .header("content-type", "application/json")
+        .header("x-request-id", "audit-me")
+        .body(VALID_CREATE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    // Read the moment the response arrived: the record must already be there.
+    let lines = gw.audit_lines();
+    assert_eq!(lines.len(), 1);
+    let record = &lines[0];
+    assert_eq!(record["request_id"], "audit-me");
+    assert_eq!(record["operation_id"], "create-connection");
+    assert_eq!(record["method"], "POST");
+    assert_eq!(record["path"], "/api/3/connections");
+    assert_eq!(record["client"], Value::Null);
+    assert_eq!(record["upstream_status"], 201);
+    assert_eq!(record["outcome"], "created");
+    assert_eq!(record["resource_id"], "1");
+    assert_eq!(
+        record["resource"],
+        json!({"service": "fooCommerce", "externalid": "toystore123", "name": "Toystore, Inc.",
+               "logoUrl": "http://example.com/i/foo.png", "linkUrl": "http://example.com/foo/", "listId": "1"})
+    );
+    assert!(record["latency_ms"].as_f64().unwrap() >= 0.0);
+    let ts = record["ts"].as_str().unwrap();
+    assert!(
+        time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).is_ok(),
+        "{ts}"
+    );
+    assert!(ts.ends_with('Z'));
+}
+
+#[tokio::test]
+async fn the_token_appears_nowhere_but_upstream() {
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, |seen| match seen.body.len() {
+        0 => Reply::json(
+            401,
+            r#"{"message":"No Result found for Subscriber with id 0"}"#,
+        ),
+        _ => Reply::json(201, CREATED),
+    })
+    .await;
+    let mut env = env_for(&ca, &upstream);
+    env.push(("SPECGATE_UPSTREAM_TIMEOUT_MS".into(), "2000".into()));
+    let gw = Gateway::start(&env);
+
+    // Every path through the gateway: success, each refusal, the upstream's own error.
+    let mut bodies = Vec::new();
+    for (path, content_type, body) in [
+        (
+            "/api/3/connections",
+            "application/json",
+            VALID_CREATE.to_owned(),
+        ),
+        ("/api/3/connections", "application/json", "{}".to_owned()),
+        ("/api/3/connections", "application/json", "{".to_owned()),
+        ("/api/3/connections", "text/plain", "x".to_owned()),
+        ("/api/3/nope", "application/json", "{}".to_owned()),
+    ] {
+        let response = post(&gw, path, content_type, body).await;
+        bodies.push(format!("{:?}", response.headers()));
+        bodies.push(response.text().await.unwrap());
+    }
+    let response = client()
+        .get(gw.url("/api/3/connections"))
+        .send()
+        .await
+        .unwrap();
+    bodies.push(format!("{:?}", response.headers()));
+    bodies.push(response.text().await.unwrap());
+
+    assert_eq!(
+        upstream.requests()[0].headers["api-token"],
+        CANARY_TOKEN,
+        "the token did reach the upstream"
+    );
+    for body in &bodies {
+        assert!(
+            !body.contains(CANARY_TOKEN),
+            "a response carried the token: {body}"
+        );
+    }
+    let audit = std::fs::read_to_string(&gw.audit_log).unwrap();
+    assert!(!audit.is_empty());
+    assert!(
+        !audit.contains(CANARY_TOKEN),
+        "the audit log carries the token"
+    );
+    let logs = gw.logs();
+    assert!(
+        logs.contains("specgate ready"),
+        "logs were captured at debug level"
+    );
+    assert!(
+        !logs.contains(CANARY_TOKEN),
+        "a log line carries the token:\n{logs}"
+    );
+    assert!(
+        !logs.contains("client-supplied-token"),
+        "a log line carries the client's token"
+    );
+}
+
+#[test]
+fn missing_or_bad_settings_stop_start_up_with_one_line() {
+    let (status, stderr) = run_to_exit(&["serve"], &[("SPECGATE_API_TOKEN", CANARY_TOKEN)]);
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("specgate: SPECGATE_UPSTREAM (upstream.url): "),
+        "{stderr}"
+    );
+
+    let (status, stderr) = run_to_exit(
+        &["serve"],
+        &[("SPECGATE_UPSTREAM", "https://a.example/api/3")],
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("SPECGATE_API_TOKEN_FILE"), "{stderr}");
+
+    let (status, stderr) = run_to_exit(
+        &["serve"],
+        &[
+            ("SPECGATE_UPSTREAM", "https://a.example/api/3"),
+            ("SPECGATE_API_TOKEN", CANARY_TOKEN),
+            ("SPECGATE_UPSTREAM_TIMEOUT_MS", "-1"),
+        ],
+    );
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("SPECGATE_UPSTREAM_TIMEOUT_MS"), "{stderr}");
+    assert!(!stderr.contains(CANARY_TOKEN));
+}
+
+#[test]
+fn a_broken_spec_stops_start_up_naming_the_file_and_pointer() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("broken.yaml");
+    std::fs::write(
+        &spec,
+        "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths:\n  /things:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema: {type: object, properties: {a: {type: strng}}}\n",
+    )
+    .unwrap();
+    let spec_path = spec.display().to_string();
+    let (status, stderr) = run_to_exit(
+        &["serve"],
+        &[
+            ("SPECGATE_UPSTREAM", "https://a.example/api/3"),
+            ("SPECGATE_API_TOKEN", CANARY_TOKEN),
+            ("SPECGATE_SPEC", &spec_path),
+        ],
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        stderr.contains(&format!("{spec_path} at /paths/~1things/post/requestBody/content/application~1json/schema/properties/a/type")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn another_operation_in_the_spec_works_without_new_code() {
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, |seen| match seen.method.as_str() {
+        "GET" => Reply::json(200, r#"{"contact":{"id":"5","email":"a@example.com"}}"#),
+        _ => Reply::json(201, r#"{"contact":{"id":"5","email":"a@example.com"}}"#),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("contacts.yaml");
+    std::fs::write(
+        &spec,
+        r##"openapi: 3.0.3
+info: {title: contacts, version: "1"}
+servers: [{url: "https://{account}.api-us1.com/api/3", variables: {account: {default: acct}}}]
+components:
+  securitySchemes: {key: {type: apiKey, in: header, name: Api-Token}}
+  schemas:
+    Contact:
+      type: object
+      required: [email]
+      properties:
+        email: {type: string}
+        phone: {type: string, nullable: true}
+security: [{key: []}]
+paths:
+  /contacts:
+    post:
+      operationId: create-contact
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [contact]
+              properties: {contact: {$ref: "#/components/schemas/Contact"}}
+  /contacts/{id}:
+    get: {operationId: get-contact}
+"##,
+    )
+    .unwrap();
+    let mut env = env_for(&ca, &upstream);
+    env.push(("SPECGATE_SPEC".into(), spec.display().to_string()));
+    let gw = Gateway::start(&env);
+
+    let ok = post(
+        &gw,
+        "/api/3/contacts",
+        "application/json",
+        r#"{"contact":{"email":"a@example.com","phone":null}}"#,
+    )
+    .await;
+    assert_eq!(ok.status(), StatusCode::CREATED);
+    let (status, bad) = problem(
+        post(
+            &gw,
+            "/contacts",
+            "application/json",
+            r#"{"contact":{"phone":5}}"#,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bad["errors"].as_array().unwrap().len(), 2, "{bad}");
+    let got = client()
+        .get(gw.url("/api/3/contacts/5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].uri.path(), "/api/3/contacts/5");
+    assert_eq!(seen[1].headers["api-token"], CANARY_TOKEN);
+    let audit = gw.audit_lines();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["operation_id"], "create-contact");
+    assert_eq!(audit[0]["resource_id"], "5");
+    assert_eq!(
+        audit[0]["resource"],
+        json!({"email": "a@example.com", "phone": null})
+    );
+}
