@@ -34,7 +34,8 @@ pub enum AuditError {
 }
 
 struct Pending {
-    entry: Entry,
+    /// `None` for a flush: acknowledged once everything queued before it is on disk.
+    entry: Option<Entry>,
     ack: Option<oneshot::Sender<Result<(), AuditError>>>,
 }
 
@@ -128,8 +129,8 @@ impl Writer {
                 }
             }
             buf.clear();
-            for pending in &batch {
-                encode(&pending.entry, &mut buf);
+            for entry in batch.iter().filter_map(|p| p.entry.as_ref()) {
+                encode(entry, &mut buf);
             }
             let result = self.write(&buf);
             let outcome = match &result {
