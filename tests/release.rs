@@ -8,7 +8,10 @@ use std::process::Command;
 use support::*;
 
 #[tokio::test]
-#[cfg_attr(debug_assertions, ignore = "runs the release build: use cargo test --release")]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "runs the release build: use cargo test --release"
+)]
 async fn the_readme_session_works_with_the_release_binary() {
     assert!(
         binary().contains("/release/"),
@@ -23,7 +26,16 @@ async fn the_readme_session_works_with_the_release_binary() {
     let url = gw.url("/api/3/connections");
     let output = tokio::task::spawn_blocking(move || {
         Command::new("curl")
-            .args(["-sS", "-i", "-X", "POST", &url, "-H", "Content-Type: application/json", "-d"])
+            .args([
+                "-sS",
+                "-i",
+                "-X",
+                "POST",
+                &url,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+            ])
             .arg(VALID_CREATE)
             .output()
             .expect("curl is installed")

@@ -101,7 +101,7 @@ impl Auditor {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Pending {
-                entry,
+                entry: Some(entry),
                 ack: Some(ack),
             })
             .await
