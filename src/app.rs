@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::audit::Auditor;
+use crate::audit::{Auditor, OpenError};
 use crate::config::{Config, ConfigError};
 use crate::route::{RouteError, RouteTable};
 use crate::spec::{Spec, SpecError};
@@ -31,14 +31,9 @@ pub enum StartError {
     /// The upstream client could not be set up.
     #[error(transparent)]
     Upstream(#[from] SetupError),
-    /// The audit log cannot be opened.
-    #[error("SPECGATE_AUDIT_LOG ({path}): {source}")]
-    Audit {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The audit log cannot be opened, or is damaged.
+    #[error("SPECGATE_AUDIT_LOG {0}")]
+    Audit(#[from] OpenError),
     /// A listener could not be bound.
     #[error("{setting} ({addr}): cannot listen: {source}")]
     Bind {
@@ -68,10 +63,8 @@ impl App {
         let spec = Arc::new(Spec::load(&config.spec)?);
         let routes = Arc::new(RouteTable::new(&spec)?);
         let tokens = Arc::new(TokenStore::load(config.token.clone())?);
-        let auditor = Auditor::open(&config.audit.path).map_err(|source| StartError::Audit {
-            path: config.audit.path.display().to_string(),
-            source,
-        })?;
+        ignore_file_size_signal();
+        let auditor = Auditor::open(config.audit.options()?)?;
         let client = upstream::client(&config.upstream)?;
         let parts = stack::Parts {
             routes,
@@ -125,6 +118,18 @@ impl App {
         .await;
         tracing::info!("specgate stopped");
         Ok(())
+    }
+}
+
+/// A file-size limit (`ulimit -f`, `LimitFSIZE=`) reached by the audit log must fail the write,
+/// which refuses creates, not kill the sidecar: SIGXFSZ's default action is to terminate. A
+/// registered handler replaces that default for the life of the process.
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    if let Err(error) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
+    {
+        tracing::warn!(%error, "cannot handle SIGXFSZ; a file-size limit will stop the process");
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Uri};
 
+use crate::audit::{AuditOptions, MacKey, OnError, SyncMode};
 use crate::spec::SpecSource;
 
 /// One setting: its key in the config file and its environment variable.
@@ -45,6 +46,12 @@ settings! {
     SPEC = "spec.path", "SPECGATE_SPEC";
     OVERLAYS = "spec.overlays", "SPECGATE_OVERLAYS";
     AUDIT_LOG = "audit.path", "SPECGATE_AUDIT_LOG";
+    AUDIT_SYNC = "audit.sync", "SPECGATE_AUDIT_SYNC";
+    AUDIT_SYNC_INTERVAL_MS = "audit.sync_interval_ms", "SPECGATE_AUDIT_SYNC_INTERVAL_MS";
+    AUDIT_ON_ERROR = "audit.on_error", "SPECGATE_AUDIT_ON_ERROR";
+    AUDIT_HMAC_KEY_FILE = "audit.hmac_key_file", "SPECGATE_AUDIT_HMAC_KEY_FILE";
+    AUDIT_MAX_FILE_BYTES = "audit.max_file_bytes", "SPECGATE_AUDIT_MAX_FILE_BYTES";
+    AUDIT_KEEP_FILES = "audit.keep_files", "SPECGATE_AUDIT_KEEP_FILES";
 }
 
 /// The environment variable that holds the token itself. It has no config-file key: a token
@@ -116,6 +123,48 @@ pub struct UpstreamConfig {
 pub struct AuditConfig {
     /// The active audit file.
     pub path: PathBuf,
+    /// When records reach the disk.
+    pub sync: SyncMode,
+    /// What to do with creates while the log cannot be written.
+    pub on_error: OnError,
+    /// The file holding the HMAC key for records and the head file.
+    pub hmac_key_file: Option<PathBuf>,
+    /// Rotate the active file at this size.
+    pub max_file_bytes: u64,
+    /// Rotated files kept (0: all).
+    pub keep_files: usize,
+}
+
+impl AuditConfig {
+    /// The writer's options, reading the HMAC key if one is configured.
+    pub fn options(&self) -> Result<AuditOptions, ConfigError> {
+        let key = match &self.hmac_key_file {
+            None => None,
+            Some(path) => Some(read_mac_key(path)?),
+        };
+        Ok(AuditOptions {
+            path: self.path.clone(),
+            sync: self.sync,
+            on_error: self.on_error,
+            key,
+            max_file_bytes: self.max_file_bytes,
+            keep_files: self.keep_files,
+        })
+    }
+}
+
+/// Reads an HMAC key file: surrounding whitespace trimmed, at least 16 bytes left.
+pub fn read_mac_key(path: &Path) -> Result<MacKey, ConfigError> {
+    let error = |message: String| ConfigError {
+        setting: format!("{} ({})", AUDIT_HMAC_KEY_FILE.env, path.display()),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| error(format!("cannot read: {e}")))?;
+    let trimmed = bytes.trim_ascii();
+    if trimmed.len() < 16 {
+        return Err(error("the key must be at least 16 bytes".into()));
+    }
+    Ok(MacKey::new(trimmed.to_vec()))
 }
 
 /// The defaults, as documented in `config/specgate.toml`.
@@ -136,6 +185,10 @@ pub mod defaults {
     pub const UPSTREAM_POOL_MAX_IDLE: u64 = 256;
     /// `audit.path`
     pub const AUDIT_LOG: &str = "audit/specgate-audit.jsonl";
+    /// `audit.sync_interval_ms`
+    pub const AUDIT_SYNC_INTERVAL_MS: u64 = 100;
+    /// `audit.max_file_bytes`: 64 MiB.
+    pub const AUDIT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 }
 
 /// Raw setting values with where each came from.
@@ -225,19 +278,51 @@ impl Sources {
     }
 
     fn u64(&self, setting: Setting, default: u64) -> Result<u64, ConfigError> {
+        match self.whole(setting, default)? {
+            0 => Err(self.error(
+                setting,
+                format!("{} is not a positive whole number", self.shown(setting)),
+            )),
+            n => Ok(n),
+        }
+    }
+
+    fn whole(&self, setting: Setting, default: u64) -> Result<u64, ConfigError> {
         let value = match self.values.get(setting.key) {
             None => return Ok(default),
             Some((Raw::File(toml::Value::Integer(n)), _)) => u64::try_from(*n).ok(),
             Some((Raw::Env(s), _)) => s.trim().replace('_', "").parse().ok(),
             Some((Raw::File(_), _)) => None,
         };
-        match value {
-            Some(n) if n > 0 => Ok(n),
-            _ => Err(self.error(
+        value.ok_or_else(|| {
+            self.error(
                 setting,
                 format!("{} is not a positive whole number", self.shown(setting)),
-            )),
-        }
+            )
+        })
+    }
+
+    fn choice<T: Copy>(
+        &self,
+        setting: Setting,
+        choices: &[(&str, T)],
+        default: T,
+    ) -> Result<T, ConfigError> {
+        let Some(value) = self.string(setting)? else {
+            return Ok(default);
+        };
+        let wanted = value.trim().to_ascii_lowercase();
+        choices
+            .iter()
+            .find(|(name, _)| *name == wanted)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+                self.error(
+                    setting,
+                    format!("{value:?} is not one of {}", names.join(", ")),
+                )
+            })
     }
 
     fn list(&self, setting: Setting) -> Result<Option<Vec<String>>, ConfigError> {
@@ -369,14 +454,45 @@ impl Config {
                     .list(OVERLAYS)?
                     .map(|l| l.into_iter().map(PathBuf::from).collect()),
             },
-            audit: AuditConfig {
-                path: PathBuf::from(
-                    s.string(AUDIT_LOG)?
-                        .unwrap_or_else(|| defaults::AUDIT_LOG.to_owned()),
-                ),
-            },
+            audit: audit(s)?,
         })
     }
+
+    /// Only the audit settings, for `specgate audit`: no upstream or token needed.
+    pub fn audit_from_env(file: Option<&Path>) -> Result<AuditConfig, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| env(CONFIG_ENV).map(PathBuf::from));
+        audit(&Sources::load(file.as_deref(), &env)?)
+    }
+}
+
+fn audit(s: &Sources) -> Result<AuditConfig, ConfigError> {
+    let interval = s.ms(AUDIT_SYNC_INTERVAL_MS, defaults::AUDIT_SYNC_INTERVAL_MS)?;
+    let sync = s.choice(
+        AUDIT_SYNC,
+        &[
+            ("always", SyncMode::Always),
+            ("interval", SyncMode::Interval(interval)),
+        ],
+        SyncMode::Always,
+    )?;
+    Ok(AuditConfig {
+        path: PathBuf::from(
+            s.string(AUDIT_LOG)?
+                .unwrap_or_else(|| defaults::AUDIT_LOG.to_owned()),
+        ),
+        sync,
+        on_error: s.choice(
+            AUDIT_ON_ERROR,
+            &[("reject", OnError::Reject), ("allow", OnError::Allow)],
+            OnError::Reject,
+        )?,
+        hmac_key_file: s.string(AUDIT_HMAC_KEY_FILE)?.map(PathBuf::from),
+        max_file_bytes: s.u64(AUDIT_MAX_FILE_BYTES, defaults::AUDIT_MAX_FILE_BYTES)?,
+        keep_files: s.whole(AUDIT_KEEP_FILES, 0)? as usize,
+    })
 }
 
 fn upstream_base(s: &Sources) -> Result<Uri, ConfigError> {
@@ -506,6 +622,40 @@ mod tests {
     }
 
     #[test]
+    fn audit_settings_parse_choices_and_name_bad_ones() {
+        let mut env = MINIMAL.to_vec();
+        env.extend([
+            ("SPECGATE_AUDIT_SYNC", "Interval"),
+            ("SPECGATE_AUDIT_SYNC_INTERVAL_MS", "250"),
+            ("SPECGATE_AUDIT_KEEP_FILES", "0"),
+        ]);
+        let c = load(None, &env).unwrap();
+        assert_eq!(c.audit.sync, SyncMode::Interval(Duration::from_millis(250)));
+        assert_eq!(c.audit.on_error, OnError::Reject);
+        assert_eq!(c.audit.keep_files, 0);
+        assert_eq!(c.audit.max_file_bytes, 64 << 20);
+        let mut env = MINIMAL.to_vec();
+        env.push(("SPECGATE_AUDIT_ON_ERROR", "ignore"));
+        let e = load(None, &env).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "SPECGATE_AUDIT_ON_ERROR (audit.on_error): \"ignore\" is not one of reject, allow"
+        );
+    }
+
+    #[test]
+    fn short_hmac_keys_are_refused_without_echoing_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "short-key\n").unwrap();
+        let e = read_mac_key(&path).unwrap_err();
+        assert!(e.to_string().contains("at least 16 bytes"), "{e}");
+        assert!(!e.to_string().contains("short-key"));
+        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        assert!(read_mac_key(&path).is_ok());
+    }
+
+    #[test]
     fn plain_http_upstreams_are_refused() {
         let e = load(
             None,
@@ -559,8 +709,13 @@ mod tests {
         let uncommented: String = text
             .lines()
             .map(|l| {
+                // A commented setting is `# key = value`, with a bare lower-case key.
                 l.strip_prefix("# ")
-                    .filter(|l| l.contains(" = ") && !l.contains("SPECGATE"))
+                    .filter(|l| {
+                        l.split_once(" = ").is_some_and(|(key, _)| {
+                            key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        })
+                    })
                     .unwrap_or(l)
             })
             .collect::<Vec<_>>()
@@ -569,5 +724,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), defaults::LISTEN);
         assert_eq!(c.max_body_bytes, defaults::MAX_BODY_BYTES);
         assert!(matches!(c.token, TokenSource::File(_)));
+        assert_eq!(c.audit.sync, SyncMode::Always);
+        assert_eq!(c.audit.max_file_bytes, defaults::AUDIT_MAX_FILE_BYTES);
     }
 }

@@ -25,6 +25,8 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Inspect the audit log: tail, query, verify.
+    Audit(Box<specgate::audit::cli::AuditArgs>),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Audit(args) => specgate::audit::cli::run(*args),
     }
 }
 

@@ -248,31 +248,26 @@ async fn a_chunked_body_over_the_limit_is_refused() {
     let mut env = env_for(&ca, &upstream);
     env.push(("SPECGATE_MAX_BODY_BYTES".into(), "1024".into()));
     let gw = Gateway::start(&env);
-    // A stream has no Content-Length: the limit is enforced while reading.
-    let chunks = (0..64)
-        .map(|_| Ok(http_body::Frame::data(bytes::Bytes::from(vec![b' '; 64]))))
-        .collect();
-    let body = reqwest::Body::wrap(http_body_util::StreamBody::new(stream_of(chunks)));
-    let response = post(&gw, "/connections", "application/json", body).await;
-    let (status, _) = problem(response).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // A chunked body has no Content-Length: the limit is enforced while reading. The whole
+    // request goes out in one write so the gateway has read all of it when it answers (an
+    // early answer to a client still writing can reach it as a reset instead).
+    let head = "POST /connections HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    let chunk = " ".repeat(600);
+    let request = format!("{head}258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n");
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
+        .await
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 413 "), "{response}");
+    assert!(
+        response.contains("urn:specgate:problem:body-too-large"),
+        "{response}"
+    );
     assert!(upstream.requests().is_empty());
-}
-
-type Chunk = Result<http_body::Frame<bytes::Bytes>, std::io::Error>;
-
-fn stream_of(items: Vec<Chunk>) -> impl futures_core::Stream<Item = Chunk> + Send + Sync + 'static {
-    struct Iter(std::vec::IntoIter<Chunk>);
-    impl futures_core::Stream for Iter {
-        type Item = Chunk;
-        fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Self::Item>> {
-            std::task::Poll::Ready(self.0.next())
-        }
-    }
-    Iter(items.into_iter())
 }
 
 #[tokio::test]
@@ -320,8 +315,17 @@ async fn upstream_errors_pass_through_byte_for_byte() {
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.text().await.unwrap(), duplicate);
     assert_eq!(upstream.requests().len(), 1);
-    assert!(
-        gw.audit_lines().is_empty(),
+    let outcomes: Vec<_> = gw
+        .audit_lines()
+        .iter()
+        .map(|r| (r["outcome"].clone(), r["upstream_status"].clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (json!("attempted"), json!(null)),
+            (json!("rejected"), json!(422))
+        ],
         "a refused create is not a created record"
     );
 }
@@ -343,7 +347,18 @@ async fn an_upstream_that_is_down_is_a_502() {
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(problem["type"], "urn:specgate:problem:upstream-connect");
     assert_eq!(problem["detail"], "could not connect to the upstream");
-    assert!(gw.audit_lines().is_empty());
+    let outcomes: Vec<_> = gw
+        .audit_lines()
+        .iter()
+        .map(|r| (r["outcome"].clone(), r["detail"].clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (json!("attempted"), json!(null)),
+            (json!("failed"), json!("upstream-connect"))
+        ]
+    );
 }
 
 #[tokio::test]
@@ -377,7 +392,18 @@ async fn a_slow_upstream_is_a_504() {
         problem["detail"],
         "the upstream did not respond within 300 ms"
     );
-    assert!(gw.audit_lines().is_empty());
+    let outcomes: Vec<_> = gw
+        .audit_lines()
+        .iter()
+        .map(|r| (r["outcome"].clone(), r["detail"].clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (json!("attempted"), json!(null)),
+            (json!("failed"), json!("upstream-timeout"))
+        ]
+    );
 }
 
 #[tokio::test]
@@ -396,8 +422,16 @@ async fn each_create_gains_one_audit_line_before_the_client_hears_of_it() {
     assert_eq!(response.status(), StatusCode::CREATED);
     // Read the moment the response arrived: the record must already be there.
     let lines = gw.audit_lines();
-    assert_eq!(lines.len(), 1);
-    let record = &lines[0];
+    assert_eq!(lines.len(), 2, "an attempted record, then the created one");
+    assert_eq!(lines[0]["outcome"], "attempted");
+    assert_eq!(lines[0]["request_id"], "audit-me");
+    assert_eq!(lines[0]["seq"], 1);
+    assert_eq!(lines[1]["seq"], 2);
+    assert_eq!(
+        lines[1]["prev"], lines[0]["hash"],
+        "the records are chained"
+    );
+    let record = &lines[1];
     assert_eq!(record["request_id"], "audit-me");
     assert_eq!(record["operation_id"], "create-connection");
     assert_eq!(record["method"], "POST");
@@ -626,11 +660,12 @@ paths:
     assert_eq!(seen[1].uri.path(), "/api/3/contacts/5");
     assert_eq!(seen[1].headers["api-token"], CANARY_TOKEN);
     let audit = gw.audit_lines();
-    assert_eq!(audit.len(), 1);
-    assert_eq!(audit[0]["operation_id"], "create-contact");
-    assert_eq!(audit[0]["resource_id"], "5");
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[1]["outcome"], "created");
+    assert_eq!(audit[1]["operation_id"], "create-contact");
+    assert_eq!(audit[1]["resource_id"], "5");
     assert_eq!(
-        audit[0]["resource"],
+        audit[1]["resource"],
         json!({"email": "a@example.com", "phone": null})
     );
 }

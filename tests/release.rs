@@ -47,7 +47,11 @@ async fn the_readme_session_works_with_the_release_binary() {
     assert!(response.ends_with(CREATED), "{response}");
 
     let audit = std::fs::read_to_string(workdir.path().join("audit/specgate-audit.jsonl")).unwrap();
-    assert_eq!(audit.lines().count(), 1, "the audit log gained one line");
+    assert_eq!(
+        audit.lines().count(),
+        2,
+        "the audit log gained the attempt and the create"
+    );
     assert!(audit.contains(r#""resource_id":"1""#), "{audit}");
     assert_eq!(upstream.requests()[0].headers["api-token"], CANARY_TOKEN);
 }

@@ -1,8 +1,21 @@
-//! The audit log: a record of every resource created through specgate, on disk before the
-//! client hears of the create.
+//! The audit log: a hash-chained record of every create through specgate, on disk before the
+//! client hears of it, and the tools to read and verify it.
 
+pub mod cli;
+pub mod files;
+pub mod query;
 mod record;
+pub mod verify;
 mod writer;
 
-pub use record::{Entry, Outcome, ResourceFields, encode, resource_id, rfc3339};
-pub use writer::{AuditError, Auditor, Health};
+pub use files::{Head, LogFile, LogFiles, read_head};
+pub use record::{
+    Entry, GENESIS, Hash, LineError, MacKey, Opened, Outcome, Record, ResourceFields, decode_hash,
+    open, resource_id, rfc3339, seal,
+};
+pub use writer::{
+    AuditError, AuditOptions, Auditor, Health, Observer, OnError, OpenError, SyncMode,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,45 +1,96 @@
-//! The audit record and its encoding: one JSON object per line.
+//! The audit record and its encoding: one JSON object per line, sealed into a hash chain.
+//!
+//! A sealed line is the record's JSON with `seq` first and `prev` (the previous record's hash)
+//! last, followed by `"hash"` (SHA-256 of the bytes before it, closed with `}`) and, when a key
+//! is configured, `"mac"` (HMAC-SHA256 of the hash under that key). The seal sits at a fixed
+//! place at the end of the line, so checking it needs no JSON canonicalisation: the bytes that
+//! were hashed are the bytes on disk.
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-/// What happened to a create.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// What a record says happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// A create is about to be forwarded (written before it leaves the machine).
+    Attempted,
     /// The upstream answered 2xx: the resource exists.
     Created,
+    /// The upstream answered with something other than 2xx.
+    Rejected,
+    /// The upstream could not be reached or did not answer (502/504).
+    Failed,
+    /// specgate found and cut a torn last line at start-up.
+    Recovered,
 }
 
-/// One audit record, as the request path hands it to the writer.
+impl Outcome {
+    /// The name used in the log and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Attempted => "attempted",
+            Outcome::Created => "created",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+            Outcome::Recovered => "recovered",
+        }
+    }
+}
+
+/// One audit record, as the request path hands it to the writer (which seals it).
 #[derive(Clone, Debug)]
 pub struct Entry {
-    /// When the outcome was known.
+    /// When it happened.
     pub ts: OffsetDateTime,
+    /// What happened.
+    pub outcome: Outcome,
     /// The request id.
-    pub request_id: String,
+    pub request_id: Option<String>,
     /// The spec operation.
-    pub operation_id: String,
+    pub operation_id: Option<String>,
     /// The HTTP method.
-    pub method: String,
+    pub method: Option<String>,
     /// The request path as received (no query string).
-    pub path: String,
+    pub path: Option<String>,
     /// The authenticated client, once client identity exists.
     pub client: Option<String>,
     /// What the upstream answered.
     pub upstream_status: Option<u16>,
-    /// What happened.
-    pub outcome: Outcome,
     /// The created resource's id, from the upstream's response.
     pub resource_id: Option<String>,
     /// The request's resource fields (the object under the resource key).
     pub resource: Option<ResourceFields>,
     /// Time from forwarding to the upstream's response, in milliseconds.
-    pub latency_ms: f64,
+    pub latency_ms: Option<f64>,
+    /// Why a create failed, or what recovery did.
+    pub detail: Option<String>,
+}
+
+impl Entry {
+    /// A record of `outcome` now, with every other field empty.
+    pub fn new(outcome: Outcome) -> Self {
+        Entry {
+            ts: OffsetDateTime::now_utc(),
+            outcome,
+            request_id: None,
+            operation_id: None,
+            method: None,
+            path: None,
+            client: None,
+            upstream_status: None,
+            resource_id: None,
+            resource: None,
+            latency_ms: None,
+            detail: None,
+        }
+    }
 }
 
 /// The part of a parsed request body that is the resource, shared rather than copied.
@@ -69,19 +120,95 @@ impl Serialize for ResourceFields {
     }
 }
 
+/// The fields of a record in the order they appear on a line, before the seal.
 #[derive(Serialize)]
-struct Line<'a> {
+struct Unsealed<'a> {
+    seq: u64,
     ts: &'a str,
-    request_id: &'a str,
-    operation_id: &'a str,
-    method: &'a str,
-    path: &'a str,
+    outcome: Outcome,
+    request_id: Option<&'a str>,
+    operation_id: Option<&'a str>,
+    method: Option<&'a str>,
+    path: Option<&'a str>,
     client: Option<&'a str>,
     upstream_status: Option<u16>,
-    outcome: Outcome,
     resource_id: Option<&'a str>,
     resource: Option<&'a ResourceFields>,
-    latency_ms: f64,
+    latency_ms: Option<f64>,
+    detail: Option<&'a str>,
+    prev: &'a str,
+}
+
+/// A record as read back from a line: every field, for queries and the CLI.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Record {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// When, RFC 3339 UTC.
+    pub ts: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// The request id.
+    pub request_id: Option<String>,
+    /// The spec operation.
+    pub operation_id: Option<String>,
+    /// The method.
+    pub method: Option<String>,
+    /// The path.
+    pub path: Option<String>,
+    /// The client.
+    pub client: Option<String>,
+    /// The upstream's status.
+    pub upstream_status: Option<u16>,
+    /// The created resource's id.
+    pub resource_id: Option<String>,
+    /// The resource fields sent.
+    pub resource: Option<Value>,
+    /// Upstream latency.
+    pub latency_ms: Option<f64>,
+    /// Failure or recovery detail.
+    pub detail: Option<String>,
+    /// The previous record's hash.
+    pub prev: String,
+    /// This record's hash.
+    pub hash: String,
+    /// This record's MAC, when a key is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// A SHA-256 digest.
+pub type Hash = [u8; 32];
+
+/// The `prev` of the first record of a chain.
+pub const GENESIS: Hash = [0; 32];
+
+/// The key records and the head file are MACed with (`audit.hmac_key_file`).
+#[derive(Clone)]
+pub struct MacKey(Arc<secrecy::SecretSlice<u8>>);
+
+impl std::fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MacKey(<redacted>)")
+    }
+}
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+impl MacKey {
+    /// A key of these bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        MacKey(Arc::new(secrecy::SecretSlice::from(bytes)))
+    }
+
+    /// HMAC-SHA256 of `data`.
+    pub fn mac(&self, data: &[u8]) -> Hash {
+        use secrecy::ExposeSecret;
+        let mut mac = HmacSha256::new_from_slice(self.0.expose_secret())
+            .expect("HMAC takes keys of any length");
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
 }
 
 /// Formats a timestamp as RFC 3339 UTC with milliseconds: `2026-11-27T23:57:04.123Z`.
@@ -93,24 +220,127 @@ pub fn rfc3339(ts: OffsetDateTime) -> String {
         .expect("every UTC time formats")
 }
 
-/// Appends the record as one JSON line (with its newline) to `out`.
-pub fn encode(entry: &Entry, out: &mut Vec<u8>) {
+const HASH_FIELD: &[u8] = b",\"hash\":\"";
+const MAC_FIELD: &[u8] = b"\",\"mac\":\"";
+/// `,"hash":"<64 hex>"}`
+const HASH_SUFFIX: usize = HASH_FIELD.len() + 64 + 2;
+/// `,"hash":"<64 hex>","mac":"<64 hex>"}`
+const MAC_SUFFIX: usize = HASH_FIELD.len() + 64 + MAC_FIELD.len() + 64 + 2;
+
+/// Seals `entry` as record `seq` after `prev` and appends the line (with its newline) to
+/// `out`. Returns the record's hash.
+pub fn seal(entry: &Entry, seq: u64, prev: &Hash, key: Option<&MacKey>, out: &mut Vec<u8>) -> Hash {
+    let start = out.len();
     let ts = rfc3339(entry.ts);
-    let line = Line {
+    let prev_hex = hex::encode(prev);
+    let unsealed = Unsealed {
+        seq,
         ts: &ts,
-        request_id: &entry.request_id,
-        operation_id: &entry.operation_id,
-        method: &entry.method,
-        path: &entry.path,
+        outcome: entry.outcome,
+        request_id: entry.request_id.as_deref(),
+        operation_id: entry.operation_id.as_deref(),
+        method: entry.method.as_deref(),
+        path: entry.path.as_deref(),
         client: entry.client.as_deref(),
         upstream_status: entry.upstream_status,
-        outcome: entry.outcome,
         resource_id: entry.resource_id.as_deref(),
         resource: entry.resource.as_ref(),
-        latency_ms: (entry.latency_ms * 1000.0).round() / 1000.0,
+        latency_ms: entry.latency_ms.map(|ms| (ms * 1000.0).round() / 1000.0),
+        detail: entry.detail.as_deref(),
+        prev: &prev_hex,
     };
-    serde_json::to_writer(&mut *out, &line).expect("records of strings and numbers serialise");
-    out.push(b'\n');
+    serde_json::to_writer(&mut *out, &unsealed).expect("records of strings and numbers serialise");
+    let hash: Hash = Sha256::digest(&out[start..]).into();
+    out.pop(); // the closing brace: the seal goes inside the object
+    out.extend_from_slice(HASH_FIELD);
+    out.extend_from_slice(hex::encode(hash).as_bytes());
+    if let Some(key) = key {
+        out.extend_from_slice(MAC_FIELD);
+        out.extend_from_slice(hex::encode(key.mac(&hash)).as_bytes());
+    }
+    out.extend_from_slice(b"\"}\n");
+    hash
+}
+
+/// What is wrong with one line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    /// The line does not end in a seal.
+    #[error("not a sealed audit record")]
+    Unsealed,
+    /// The hash does not match the record's bytes: the record was changed.
+    #[error("the record's bytes do not match its hash: it was changed")]
+    HashMismatch,
+    /// The MAC does not match under the configured key.
+    #[error("the record's MAC does not match: it was changed or re-chained without the key")]
+    MacMismatch,
+    /// A key is configured but the record carries no MAC.
+    #[error("the record carries no MAC although a key is configured")]
+    MacMissing,
+    /// The record is not JSON of the expected shape.
+    #[error("the record is not valid: {0}")]
+    Invalid(String),
+}
+
+/// A line whose seal checks out.
+#[derive(Clone, Debug)]
+pub struct Opened {
+    /// The record.
+    pub record: Record,
+    /// Its hash.
+    pub hash: Hash,
+    /// The previous record's hash, as the record states it.
+    pub prev: Hash,
+}
+
+/// Checks a line's seal (and MAC, if `key` is given) and parses it.
+pub fn open(line: &[u8], key: Option<&MacKey>) -> Result<Opened, LineError> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let (hash_at, mac_hex) = if line.len() > MAC_SUFFIX
+        && line[line.len() - MAC_SUFFIX..].starts_with(HASH_FIELD)
+        && line[line.len() - MAC_SUFFIX + HASH_FIELD.len() + 64..].starts_with(MAC_FIELD)
+    {
+        let mac_at = line.len() - 2 - 64;
+        (line.len() - MAC_SUFFIX, Some(&line[mac_at..mac_at + 64]))
+    } else if line.len() > HASH_SUFFIX && line[line.len() - HASH_SUFFIX..].starts_with(HASH_FIELD) {
+        (line.len() - HASH_SUFFIX, None)
+    } else {
+        return Err(LineError::Unsealed);
+    };
+    if !line.ends_with(b"\"}") {
+        return Err(LineError::Unsealed);
+    }
+    let stated = decode_hash(&line[hash_at + HASH_FIELD.len()..hash_at + HASH_FIELD.len() + 64])
+        .ok_or(LineError::Unsealed)?;
+    let mut hasher = Sha256::new();
+    hasher.update(&line[..hash_at]);
+    hasher.update(b"}");
+    let hash: Hash = hasher.finalize().into();
+    if hash != stated {
+        return Err(LineError::HashMismatch);
+    }
+    match (key, mac_hex) {
+        (Some(key), Some(mac_hex)) => {
+            let mac = decode_hash(mac_hex).ok_or(LineError::Unsealed)?;
+            if key.mac(&hash) != mac {
+                return Err(LineError::MacMismatch);
+            }
+        }
+        (Some(_), None) => return Err(LineError::MacMissing),
+        (None, _) => {}
+    }
+    let record: Record =
+        serde_json::from_slice(line).map_err(|e| LineError::Invalid(e.to_string()))?;
+    let prev = decode_hash(record.prev.as_bytes())
+        .ok_or_else(|| LineError::Invalid("prev is not a hash".into()))?;
+    Ok(Opened { record, hash, prev })
+}
+
+/// Parses 64 hex digits.
+pub fn decode_hash(hex_digits: &[u8]) -> Option<Hash> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_digits, &mut out).ok()?;
+    Some(out)
 }
 
 /// The created resource's id in an upstream response: `<key>.id` (string or number), else a
@@ -132,48 +362,119 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn entry() -> Entry {
+    pub(crate) fn created() -> Entry {
         Entry {
             ts: OffsetDateTime::from_unix_timestamp_nanos(1_795_823_824_123_456_789).unwrap(),
-            request_id: "r1".into(),
-            operation_id: "create-connection".into(),
-            method: "POST".into(),
-            path: "/api/3/connections".into(),
-            client: None,
+            request_id: Some("r1".into()),
+            operation_id: Some("create-connection".into()),
+            method: Some("POST".into()),
+            path: Some("/api/3/connections".into()),
             upstream_status: Some(201),
-            outcome: Outcome::Created,
             resource_id: Some("42".into()),
             resource: Some(ResourceFields::new(
                 Arc::new(json!({"connection": {"service": "s", "name": "n"}})),
                 Some("connection".into()),
             )),
-            latency_ms: 12.345_678,
+            latency_ms: Some(12.345_678),
+            ..Entry::new(Outcome::Created)
         }
     }
 
     #[test]
-    fn a_record_is_one_json_line_with_every_field() {
+    fn a_sealed_record_is_one_json_line_with_every_field() {
         let mut out = Vec::new();
-        encode(&entry(), &mut out);
-        assert_eq!(out.last(), Some(&b'\n'));
+        let hash = seal(&created(), 7, &GENESIS, None, &mut out);
         assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
         let value: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             value,
             json!({
+                "seq": 7,
                 "ts": "2026-11-27T23:57:04.123Z",
+                "outcome": "created",
                 "request_id": "r1",
                 "operation_id": "create-connection",
                 "method": "POST",
                 "path": "/api/3/connections",
                 "client": null,
                 "upstream_status": 201,
-                "outcome": "created",
                 "resource_id": "42",
                 "resource": {"service": "s", "name": "n"},
-                "latency_ms": 12.346
+                "latency_ms": 12.346,
+                "detail": null,
+                "prev": "0".repeat(64),
+                "hash": hex::encode(hash),
             })
         );
+        let opened = open(&out, None).unwrap();
+        assert_eq!(opened.hash, hash);
+        assert_eq!(opened.record.seq, 7);
+        assert_eq!(opened.record.outcome, Outcome::Created);
+    }
+
+    #[test]
+    fn the_hash_covers_every_byte_before_it() {
+        let mut out = Vec::new();
+        seal(&created(), 1, &GENESIS, None, &mut out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        let edited = text.replace("\"42\"", "\"43\"");
+        assert_eq!(
+            open(edited.as_bytes(), None).unwrap_err(),
+            LineError::HashMismatch
+        );
+        for i in 0..out.len() - 76 {
+            let mut flipped = out.clone();
+            flipped[i] ^= 0x01;
+            assert!(
+                open(&flipped, None).is_err(),
+                "a change at byte {i} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mac_binds_the_record_to_the_key() {
+        let key = MacKey::new(b"k1".to_vec());
+        let mut out = Vec::new();
+        seal(&created(), 1, &GENESIS, Some(&key), &mut out);
+        assert!(open(&out, Some(&key)).is_ok());
+        assert!(
+            open(&out, None).is_ok(),
+            "without the key, the chain still checks"
+        );
+        assert_eq!(
+            open(&out, Some(&MacKey::new(b"k2".to_vec()))).unwrap_err(),
+            LineError::MacMismatch
+        );
+        let mut plain = Vec::new();
+        seal(&created(), 1, &GENESIS, None, &mut plain);
+        assert_eq!(open(&plain, Some(&key)).unwrap_err(), LineError::MacMissing);
+    }
+
+    #[test]
+    fn a_resource_field_named_hash_does_not_confuse_the_seal() {
+        let mut entry = created();
+        entry.resource = Some(ResourceFields::new(
+            Arc::new(json!({"hash": "x", "mac": "y"})),
+            None,
+        ));
+        let mut out = Vec::new();
+        seal(&entry, 1, &GENESIS, None, &mut out);
+        assert_eq!(
+            open(&out, None).unwrap().record.resource,
+            Some(json!({"hash": "x", "mac": "y"}))
+        );
+    }
+
+    #[test]
+    fn torn_and_foreign_lines_are_not_records() {
+        let mut out = Vec::new();
+        seal(&created(), 1, &GENESIS, None, &mut out);
+        assert_eq!(
+            open(&out[..out.len() / 2], None).unwrap_err(),
+            LineError::Unsealed
+        );
+        assert_eq!(open(b"{\"a\":1}", None).unwrap_err(), LineError::Unsealed);
     }
 
     #[test]
@@ -188,5 +489,13 @@ mod tests {
         );
         assert_eq!(resource_id(&json!({"id": "9"}), None).as_deref(), Some("9"));
         assert_eq!(resource_id(&json!({"x": 1}), Some("connection")), None);
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_mac_key() {
+        assert_eq!(
+            format!("{:?}", MacKey::new(b"sekrit".to_vec())),
+            "MacKey(<redacted>)"
+        );
     }
 }

@@ -1,9 +1,11 @@
-//! Records every created resource before the client hears of it.
+//! Records every create, and holds its 2xx until the record is on disk.
 //!
-//! For an operation that creates (a POST with a request body): when the audit log is not
-//! writable the request is refused (503) before it is forwarded; when the upstream answers
-//! 2xx, the response body is read, the record (with the new resource's id) is written and
-//! synced, and only then is the response released. Other operations pass straight through.
+//! For an operation that creates (a POST with a request body): an `attempted` record is written
+//! before the request is forwarded, so a crash mid-create leaves evidence; if it cannot be
+//! written, the create is refused with 503 and never leaves the machine
+//! (`audit.on_error = "reject"`, the default). After the upstream answers, a `created` (2xx),
+//! `rejected` (other status) or `failed` (no answer) record follows and is synced before the
+//! response is released. Other operations pass straight through.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,14 +14,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
-use time::OffsetDateTime;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::BoxFuture;
 use super::request_id::RequestId;
 use super::validate::ParsedBody;
-use crate::audit::{Auditor, Entry, Outcome, ResourceFields, resource_id};
+use crate::audit::{Auditor, Entry, OnError, Outcome, ResourceFields, resource_id};
 use crate::body::Body;
 use crate::error::{Chain, Error};
 use crate::route::Routed;
@@ -27,60 +28,81 @@ use crate::route::Routed;
 /// Largest upstream response to a create that is read to find the new resource's id.
 const MAX_CREATE_RESPONSE: usize = 16 * 1024 * 1024;
 
-/// What the audit record needs from the request, taken before it is forwarded.
-#[derive(Debug)]
+/// What the audit records of one create share, taken from the request before it is forwarded.
+#[derive(Debug, Clone)]
 pub struct CreateRequest {
-    /// The request id.
-    pub request_id: String,
-    /// The operation.
-    pub routed: Routed,
-    /// The method.
-    pub method: String,
-    /// The path as received.
-    pub path: String,
-    /// The validated body.
-    pub body: Option<Arc<serde_json::Value>>,
+    request_id: Option<String>,
+    operation_id: String,
+    method: String,
+    path: String,
+    client: Option<String>,
+    resource_key: Option<String>,
+    body: Option<Arc<serde_json::Value>>,
 }
 
 impl CreateRequest {
-    /// Takes what the record needs from a request about to be forwarded.
-    pub fn of<B>(req: &Request<B>, routed: Routed) -> Self {
+    /// Takes what the records need from a request about to be forwarded.
+    pub fn of<B>(req: &Request<B>, routed: &Routed) -> Self {
         CreateRequest {
             request_id: req
                 .extensions()
                 .get::<RequestId>()
-                .map(|id| id.as_str().to_owned())
-                .unwrap_or_default(),
-            routed,
+                .map(|id| id.as_str().to_owned()),
+            operation_id: routed.operation.id.clone(),
             method: req.method().to_string(),
             path: req.uri().path().to_owned(),
+            client: None,
+            resource_key: routed
+                .operation
+                .body
+                .as_ref()
+                .and_then(|b| b.json.as_ref())
+                .and_then(|j| j.resource_key.clone()),
             body: req.extensions().get::<ParsedBody>().map(|b| b.0.clone()),
         }
     }
 
-    /// The record of a create the upstream confirmed with `status` and `response` body.
-    pub fn created(self, status: u16, response: &[u8], latency_ms: f64) -> Entry {
-        let key = self
-            .routed
-            .operation
-            .body
-            .as_ref()
-            .and_then(|b| b.json.as_ref())
-            .and_then(|j| j.resource_key.clone());
-        let parsed: Option<serde_json::Value> = serde_json::from_slice(response).ok();
+    /// A record of this create with `outcome`.
+    pub fn entry(&self, outcome: Outcome) -> Entry {
         Entry {
-            ts: OffsetDateTime::now_utc(),
-            request_id: self.request_id,
-            operation_id: self.routed.operation.id.clone(),
-            method: self.method,
-            path: self.path,
-            client: None,
-            upstream_status: Some(status),
-            outcome: Outcome::Created,
-            resource_id: parsed.as_ref().and_then(|v| resource_id(v, key.as_deref())),
-            resource: self.body.map(|body| ResourceFields::new(body, key)),
-            latency_ms,
+            request_id: self.request_id.clone(),
+            operation_id: Some(self.operation_id.clone()),
+            method: Some(self.method.clone()),
+            path: Some(self.path.clone()),
+            client: self.client.clone(),
+            resource: self
+                .body
+                .clone()
+                .map(|body| ResourceFields::new(body, self.resource_key.clone())),
+            ..Entry::new(outcome)
         }
+    }
+
+    /// The record of how the upstream answered: `status` and, for a 2xx, its `body`.
+    pub fn answered(&self, status: u16, body: &[u8], latency_ms: f64) -> Entry {
+        let success = (200..300).contains(&status);
+        let mut entry = self.entry(if success {
+            Outcome::Created
+        } else {
+            Outcome::Rejected
+        });
+        entry.upstream_status = Some(status);
+        entry.latency_ms = Some(latency_ms);
+        if success {
+            let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+            entry.resource_id = parsed
+                .as_ref()
+                .and_then(|v| resource_id(v, self.resource_key.as_deref()));
+        }
+        entry
+    }
+
+    /// The record of a create the upstream never answered.
+    pub fn failed(&self, error: &Error, latency_ms: f64) -> Entry {
+        let mut entry = self.entry(Outcome::Failed);
+        entry.latency_ms = Some(latency_ms);
+        entry.detail = Some(error.kind().to_owned());
+        entry
     }
 }
 
@@ -129,24 +151,34 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let routed = req.extensions().get::<Routed>().cloned();
-        let Some(routed) = routed.filter(|r| r.operation.creates) else {
-            return Box::pin(self.inner.call(req));
+        let create = match req.extensions().get::<Routed>() {
+            Some(routed) if routed.operation.creates => CreateRequest::of(&req, routed),
+            _ => return Box::pin(self.inner.call(req)),
         };
-        if !self.auditor.health().writable() {
-            return Box::pin(async { Err(Error::AuditUnavailable) });
-        }
-        let create = CreateRequest::of(&req, routed);
+        // The ready inner service serves this request; a fresh clone waits for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let auditor = self.auditor.clone();
-        let forwarded = self.inner.call(req);
         Box::pin(async move {
+            before_forwarding(&auditor, &create).await?;
             let started = Instant::now();
-            let response = forwarded.await?;
-            if !response.status().is_success() {
+            let result = inner.call(req).await;
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let response = match result {
+                Ok(response) => response,
+                Err(error) => {
+                    // Awaited so the log is complete when the client hears of the failure.
+                    let _ = auditor.append(create.failed(&error, latency_ms)).await;
+                    return Err(error);
+                }
+            };
+            let status = response.status();
+            if !status.is_success() {
+                let _ = auditor
+                    .append(create.answered(status.as_u16(), &[], latency_ms))
+                    .await;
                 return Ok(response);
             }
-            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let status = response.status();
             let (parts, body) = response.into_parts();
             let (bytes, unreadable) = match Limited::new(body, MAX_CREATE_RESPONSE).collect().await
             {
@@ -154,12 +186,21 @@ where
                 Err(e) => (Bytes::new(), Some(e)),
             };
             // The resource exists upstream whatever happens next: record it first.
-            let entry = create.created(status.as_u16(), &bytes, latency_ms);
-            if let Err(error) = auditor.append(entry).await {
-                tracing::error!(error = %error, upstream_status = status.as_u16(), "create not audited");
-                return Err(Error::AuditFailedAfterCreate {
-                    upstream_status: status,
-                });
+            let recorded = auditor
+                .append(create.answered(status.as_u16(), &bytes, latency_ms))
+                .await;
+            if let Err(error) = recorded {
+                tracing::error!(
+                    error = %error,
+                    request_id = create.request_id.as_deref(),
+                    upstream_status = status.as_u16(),
+                    "a create the upstream accepted could not be audited"
+                );
+                if auditor.on_error() == OnError::Reject {
+                    return Err(Error::AuditFailedAfterCreate {
+                        upstream_status: status,
+                    });
+                }
             }
             match unreadable {
                 None => Ok(Response::from_parts(parts, Body::full(bytes))),
@@ -169,5 +210,24 @@ where
                 }
             }
         })
+    }
+}
+
+/// The `attempted` record, and the decision whether the create may go ahead: only once that
+/// record is in the file (written; the outcome record's sync makes both durable), or, with
+/// `audit.on_error = "allow"`, with a loud log line when it is not.
+async fn before_forwarding(auditor: &Auditor, create: &CreateRequest) -> Result<(), Error> {
+    match auditor.write(create.entry(Outcome::Attempted)).await {
+        Ok(()) => Ok(()),
+        Err(_) if auditor.on_error() == OnError::Reject => Err(Error::AuditUnavailable),
+        Err(error) => {
+            tracing::error!(
+                error = %error,
+                request_id = create.request_id.as_deref(),
+                operation_id = %create.operation_id,
+                "forwarding a create the audit log cannot record (audit.on_error = \"allow\")"
+            );
+            Ok(())
+        }
     }
 }

@@ -247,9 +247,24 @@ impl Gateway {
     }
 
     pub fn start_in(cwd: Option<&Path>, env: &[(String, String)]) -> Gateway {
+        Gateway::launch(&[], cwd, env)
+    }
+
+    /// Starts specgate under `wrapper` (such as `prlimit --fsize=4096`).
+    pub fn launch(wrapper: &[&str], cwd: Option<&Path>, env: &[(String, String)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let audit_log = dir.path().join("audit").join("specgate-audit.jsonl");
-        let mut command = Command::new(binary());
+        let mut audit_log = dir.path().join("audit").join("specgate-audit.jsonl");
+        if let Some((_, path)) = env.iter().find(|(k, _)| k == "SPECGATE_AUDIT_LOG") {
+            audit_log = PathBuf::from(path);
+        }
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
         command
             .arg("serve")
             .env_clear()
@@ -323,6 +338,27 @@ impl Gateway {
     pub fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
+
+    /// SIGKILL: no shutdown, no flush, as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Runs `specgate <args>` to completion with a clean environment: exit code, stdout, stderr.
+pub fn specgate(args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(binary())
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .output()
+        .expect("run specgate");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// Runs specgate to completion (for start-up failures): exit status and stderr.

@@ -1,0 +1,351 @@
+//! Where the audit log lives on disk: the active file, its rotated siblings, and the head file.
+//!
+//! `specgate-audit.jsonl` is the active file. At rotation it is renamed to
+//! `specgate-audit.jsonl.<first seq, 20 digits>`, so the siblings sort in chain order by name.
+//! `specgate-audit.jsonl.head` holds the last synced record's seq and hash (MACed when a key is
+//! configured): a log cut short no longer matches it.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::record::{Hash, MacKey, decode_hash};
+
+/// The files of one audit log.
+#[derive(Clone, Debug)]
+pub struct LogFiles {
+    active: PathBuf,
+}
+
+/// A file of the log, in chain order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogFile {
+    /// The path.
+    pub path: PathBuf,
+    /// The seq of its first record, for a rotated file (from its name).
+    pub first_seq: Option<u64>,
+}
+
+impl LogFiles {
+    /// The log whose active file is `active`.
+    pub fn new(active: impl Into<PathBuf>) -> Self {
+        LogFiles {
+            active: active.into(),
+        }
+    }
+
+    /// The active file.
+    pub fn active(&self) -> &Path {
+        &self.active
+    }
+
+    /// The head file.
+    pub fn head(&self) -> PathBuf {
+        sibling(&self.active, ".head")
+    }
+
+    /// The name a file starting at `first_seq` is rotated to.
+    pub fn rotated_name(&self, first_seq: u64) -> PathBuf {
+        sibling(&self.active, &format!(".{first_seq:020}"))
+    }
+
+    /// The rotated files, oldest first.
+    pub fn rotated(&self) -> io::Result<Vec<LogFile>> {
+        let dir = match self.active.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let name = self
+            .active
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let prefix = format!("{name}.");
+        let mut files = Vec::new();
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(files),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let file_name = entry.file_name();
+            let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                continue;
+            };
+            if rest.len() == 20 && rest.bytes().all(|b| b.is_ascii_digit()) {
+                files.push(LogFile {
+                    path: dir.join(&file_name),
+                    first_seq: rest.parse().ok(),
+                });
+            }
+        }
+        files.sort_by_key(|f| f.first_seq);
+        Ok(files)
+    }
+
+    /// Every file of the log in chain order: the rotated ones, then the active one if it exists.
+    pub fn all(&self) -> io::Result<Vec<LogFile>> {
+        let mut files = self.rotated()?;
+        if self.active.exists() {
+            files.push(LogFile {
+                path: self.active.clone(),
+                first_seq: None,
+            });
+        }
+        Ok(files)
+    }
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// The end of a file: where its last complete line ends, and that line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Tail {
+    /// The file's length.
+    pub len: u64,
+    /// The length up to and including the last newline; bytes after it are a torn line.
+    pub complete: u64,
+    /// The last complete line (without its newline).
+    pub last_line: Option<Vec<u8>>,
+}
+
+/// Reads the end of `file` backwards until the last complete line is found.
+pub fn tail(file: &mut File) -> io::Result<Tail> {
+    let len = file.metadata()?.len();
+    let mut newlines = Vec::new(); // positions of the last two newlines
+    let mut pos = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while pos > 0 && newlines.len() < 2 {
+        let start = pos.saturating_sub(chunk.len() as u64);
+        let n = (pos - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk[..n])?;
+        for i in (0..n).rev() {
+            if chunk[i] == b'\n' {
+                newlines.push(start + i as u64);
+                if newlines.len() == 2 {
+                    break;
+                }
+            }
+        }
+        pos = start;
+    }
+    let Some(&last_nl) = newlines.first() else {
+        return Ok(Tail {
+            len,
+            complete: 0,
+            last_line: None,
+        });
+    };
+    let line_start = newlines.get(1).map_or(0, |p| p + 1);
+    let mut line = vec![0u8; (last_nl - line_start) as usize];
+    file.seek(SeekFrom::Start(line_start))?;
+    file.read_exact(&mut line)?;
+    Ok(Tail {
+        len,
+        complete: last_nl + 1,
+        last_line: Some(line),
+    })
+}
+
+/// The first line of a file, if it has a complete one.
+pub fn first_line(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut line = Vec::new();
+    let mut reader = io::BufReader::new(file);
+    io::BufRead::read_until(&mut reader, b'\n', &mut line)?;
+    Ok(line.ends_with(b"\n").then(|| {
+        line.pop();
+        line
+    }))
+}
+
+/// What the head file says: the last synced record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// Its seq.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: Hash,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeadFile {
+    seq: u64,
+    hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
+}
+
+fn head_mac(key: &MacKey, head: &Head) -> Hash {
+    key.mac(
+        format!(
+            "specgate-audit-head:{}:{}",
+            head.seq,
+            hex::encode(head.hash)
+        )
+        .as_bytes(),
+    )
+}
+
+/// Why a head file cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    /// Reading failed.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The head file.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// It is not a head file.
+    #[error("{path} is not a valid head file")]
+    Invalid {
+        /// The head file.
+        path: String,
+    },
+    /// Its MAC does not match the key (or it has none).
+    #[error("{path}: the MAC does not match the configured key")]
+    Mac {
+        /// The head file.
+        path: String,
+    },
+}
+
+/// Reads the head file; `None` if there is none.
+pub fn read_head(path: &Path, key: Option<&MacKey>) -> Result<Option<Head>, HeadError> {
+    let shown = path.display().to_string();
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(HeadError::Io {
+                path: shown,
+                source,
+            });
+        }
+    };
+    let invalid = || HeadError::Invalid {
+        path: shown.clone(),
+    };
+    let file: HeadFile = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    let head = Head {
+        seq: file.seq,
+        hash: decode_hash(file.hash.as_bytes()).ok_or_else(invalid)?,
+    };
+    if let Some(key) = key {
+        let stated = file.mac.as_deref().and_then(|m| decode_hash(m.as_bytes()));
+        if stated != Some(head_mac(key, &head)) {
+            return Err(HeadError::Mac { path: shown });
+        }
+    }
+    Ok(Some(head))
+}
+
+/// Replaces the head file atomically: a reader sees the old head or the new one, never half.
+pub fn write_head(path: &Path, head: &Head, key: Option<&MacKey>) -> io::Result<()> {
+    let file = HeadFile {
+        seq: head.seq,
+        hash: hex::encode(head.hash),
+        mac: key.map(|k| hex::encode(head_mac(k, head))),
+    };
+    let tmp = sibling(path, ".tmp");
+    let mut out = File::create(&tmp)?;
+    serde_json::to_writer(&mut out, &file)?;
+    out.write_all(b"\n")?;
+    out.sync_data()?;
+    fs::rename(&tmp, path)
+}
+
+/// Makes a rename or creation in `dir` durable.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => File::open(".")?.sync_all(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_finds_the_last_complete_line_and_the_torn_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        for (content, complete, last) in [
+            (&b""[..], 0, None),
+            (b"abc", 0, None),
+            (b"one\n", 4, Some(&b"one"[..])),
+            (b"one\ntwo\n", 8, Some(&b"two"[..])),
+            (b"one\ntwo\nthr", 8, Some(&b"two"[..])),
+        ] {
+            fs::write(&path, content).unwrap();
+            let t = tail(&mut File::open(&path).unwrap()).unwrap();
+            assert_eq!(t.len, content.len() as u64);
+            assert_eq!(t.complete, complete, "{content:?}");
+            assert_eq!(t.last_line.as_deref(), last, "{content:?}");
+        }
+    }
+
+    #[test]
+    fn tail_reads_across_chunk_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let long = "x".repeat(100_000);
+        fs::write(&path, format!("{long}\n{long}y\nz")).unwrap();
+        let t = tail(&mut File::open(&path).unwrap()).unwrap();
+        assert_eq!(t.last_line.unwrap(), format!("{long}y").into_bytes());
+    }
+
+    #[test]
+    fn rotated_files_sort_in_chain_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LogFiles::new(dir.path().join("a.jsonl"));
+        for seq in [100, 2, 31] {
+            fs::write(files.rotated_name(seq), "").unwrap();
+        }
+        fs::write(dir.path().join("a.jsonl.head"), "").unwrap();
+        fs::write(dir.path().join("a.jsonl.bak"), "").unwrap();
+        fs::write(files.active(), "").unwrap();
+        let all = files.all().unwrap();
+        let seqs: Vec<_> = all.iter().map(|f| f.first_seq).collect();
+        assert_eq!(seqs, [Some(2), Some(31), Some(100), None]);
+    }
+
+    #[test]
+    fn the_head_round_trips_and_its_mac_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl.head");
+        let head = Head {
+            seq: 9,
+            hash: [7; 32],
+        };
+        let key = MacKey::new(b"key".to_vec());
+        assert_eq!(read_head(&path, None).unwrap(), None);
+        write_head(&path, &head, Some(&key)).unwrap();
+        assert_eq!(read_head(&path, Some(&key)).unwrap(), Some(head));
+        assert_eq!(read_head(&path, None).unwrap(), Some(head));
+        assert!(matches!(
+            read_head(&path, Some(&MacKey::new(b"other".to_vec()))),
+            Err(HeadError::Mac { .. })
+        ));
+        write_head(&path, &head, None).unwrap();
+        assert!(matches!(
+            read_head(&path, Some(&key)),
+            Err(HeadError::Mac { .. })
+        ));
+    }
+}
