@@ -28,6 +28,9 @@ pub const EMBEDDED_OVERLAY: (&str, &str) = (
     include_str!("../../schemas/activecampaign-v3.overlay.yaml"),
 );
 
+/// The operation extension that says whether an operation's 2xx is audited as a create.
+pub const AUDIT_EXTENSION: &str = "x-specgate-audit";
+
 /// The credential header used when the spec declares no `apiKey` scheme in a header.
 pub const DEFAULT_CREDENTIAL_HEADER: &str = "api-token";
 
@@ -89,8 +92,9 @@ pub struct Operation {
     pub template: String,
     /// The request body, if the operation declares one.
     pub body: Option<RequestBody>,
-    /// Whether a 2xx means a resource was created (a POST with a request body): those are
-    /// audited.
+    /// Whether a 2xx means a resource was created: those are audited. By default a POST with a
+    /// request body; the operation's `x-specgate-audit: true|false` (set in an overlay) says
+    /// otherwise, for a POST that only searches, or a PUT that creates.
     pub creates: bool,
 }
 
@@ -246,9 +250,20 @@ fn compile_operation(
             Some(compile_body(doc, file, &body_at, body, draft)?)
         }
     };
+    let creates = match op.get(AUDIT_EXTENSION) {
+        None => method == Method::POST && body.is_some(),
+        Some(Value::Bool(audited)) => *audited,
+        Some(_) => {
+            return Err(SpecError::new(
+                file,
+                pointer_push(op_at, AUDIT_EXTENSION),
+                format!("{AUDIT_EXTENSION} must be true or false"),
+            ));
+        }
+    };
     Ok(Operation {
         id,
-        creates: method == Method::POST && body.is_some(),
+        creates,
         method,
         template: template.to_owned(),
         body,

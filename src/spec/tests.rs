@@ -196,3 +196,16 @@ fn pointers_escape_slashes_and_tildes() {
     assert!(is_json("application/vnd.api+json"));
     assert!(!is_json("text/json5"));
 }
+
+#[test]
+fn x_specgate_audit_overrides_which_operations_are_audited() {
+    let mut doc = doc30();
+    doc["paths"]["/things/{id}"]["put"]["x-specgate-audit"] = json!(true);
+    doc["paths"]["/things/{id}"]["get"]["x-specgate-audit"] = json!(false);
+    let spec = Spec::compile("t.json", doc.clone()).unwrap();
+    assert!(spec.operations[1].creates, "an audited PUT");
+    assert!(!spec.operations[0].creates);
+    doc["paths"]["/things/{id}"]["put"]["x-specgate-audit"] = json!("yes");
+    let e = Spec::compile("t.json", doc).unwrap_err();
+    assert_eq!(e.pointer, "/paths/~1things~1{id}/put/x-specgate-audit");
+}
