@@ -1,0 +1,81 @@
+//! The functions every request runs, measured in-process: `cargo bench`.
+//!
+//! The target for an invalid body (route + parse + validate + render the 422) is a median of
+//! at most 50 µs; the figures go in bench/RESULTS.md.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue, Method, header};
+
+use specgate::audit::{Entry, GENESIS, Outcome, ResourceFields, seal};
+use specgate::layer::validate::{body_kind, validate_json};
+use specgate::route::RouteTable;
+use specgate::spec::{Spec, SpecSource};
+
+const VALID: &[u8] = br#"{"connection":{"service":"fooCommerce","externalid":"toystore123","name":"Toystore, Inc.","logoUrl":"http://example.com/i/foo.png","linkUrl":"http://example.com/foo/","listId":"1"}}"#;
+const INVALID: &[u8] = br#"{"connection":{"service":"fooCommerce","externalid":123,"logoUrl":"http://example.com/i/foo.png","linkUrl":"http://example.com/foo/","listId":"1"}}"#;
+
+fn hot_paths(c: &mut Criterion) {
+    let spec = Spec::load(&SpecSource::default()).unwrap();
+    let table = RouteTable::new(&spec).unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+
+    c.bench_function("route", |b| {
+        b.iter(|| {
+            table
+                .route(black_box(&Method::POST), black_box("/api/3/connections"))
+                .unwrap()
+        })
+    });
+
+    let check = |body: &[u8]| {
+        let routed = table.route(&Method::POST, "/api/3/connections")?;
+        let op = &routed.operation;
+        let request_body = op.body.as_ref().unwrap();
+        body_kind(request_body, &headers)?;
+        validate_json(
+            op,
+            request_body.json.as_ref().unwrap(),
+            request_body.required,
+            body,
+        )
+    };
+
+    c.bench_function("route+validate valid body", |b| {
+        b.iter(|| check(black_box(VALID)).unwrap())
+    });
+
+    c.bench_function("route+validate+render invalid body", |b| {
+        b.iter(|| {
+            let error = check(black_box(INVALID)).unwrap_err();
+            error.to_response(Some("0193a0b4-7c1d-7e2f-8a9b-0c1d2e3f4a5b"))
+        })
+    });
+
+    let body = Arc::new(serde_json::from_slice::<serde_json::Value>(VALID).unwrap());
+    let mut entry = Entry::new(Outcome::Created);
+    entry.request_id = Some("0193a0b4-7c1d-7e2f-8a9b-0c1d2e3f4a5b".into());
+    entry.operation_id = Some("create-connection".into());
+    entry.method = Some("POST".into());
+    entry.path = Some("/api/3/connections".into());
+    entry.upstream_status = Some(201);
+    entry.resource_id = Some("1".into());
+    entry.resource = Some(ResourceFields::new(body, Some("connection".into())));
+    entry.latency_ms = Some(12.5);
+    let mut out = Vec::with_capacity(1024);
+    c.bench_function("audit record seal", |b| {
+        b.iter(|| {
+            out.clear();
+            seal(black_box(&entry), 42, &GENESIS, None, &mut out)
+        })
+    });
+}
+
+criterion_group!(benches, hot_paths);
+criterion_main!(benches);
