@@ -116,6 +116,9 @@ impl App {
             Duration::from_secs(20),
         )
         .await;
+        if let Err(error) = self.parts.auditor.flush().await {
+            tracing::error!(%error, "audit log not flushed at shutdown");
+        }
         tracing::info!("specgate stopped");
         Ok(())
     }

@@ -177,7 +177,7 @@ fn run_n_creates(n: usize) -> (tempfile::TempDir, String) {
         let log = dir.path().join("audit.jsonl").display().to_string();
         let mut env = env_for(&ca, &upstream);
         env.push(("SPECGATE_AUDIT_LOG".into(), log.clone()));
-        let gw = Gateway::start(&env);
+        let mut gw = Gateway::start(&env);
         for i in 0..n {
             let externalid = if i == 1 {
                 "dup".to_owned()
@@ -194,6 +194,11 @@ fn run_n_creates(n: usize) -> (tempfile::TempDir, String) {
                 .await
                 .unwrap();
         }
+        assert_eq!(
+            gw.stop(),
+            Some(0),
+            "a graceful stop flushes the log and its head"
+        );
         (dir, log)
     })
 }

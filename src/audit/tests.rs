@@ -33,6 +33,8 @@ async fn write_n(options: &AuditOptions, n: usize) -> Auditor {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
+    // The head file follows the syncs asynchronously; a flush makes it exact.
+    auditor.flush().await.unwrap();
     auditor
 }
 
@@ -50,6 +52,7 @@ async fn write_rounds(options: &AuditOptions, rounds: usize, per_round: usize) -
             task.await.unwrap().unwrap();
         }
     }
+    auditor.flush().await.unwrap();
     auditor
 }
 

@@ -1,17 +1,26 @@
-//! The audit writer: one thread owns the log; requests hand it records and wait for the sync
-//! of the batch theirs landed in (group commit). Under load many records share one
-//! `fdatasync`, and no create is acknowledged before its record is on disk.
+//! The audit writer: requests hand it records and wait, in batches, for the one `fdatasync`
+//! that covers theirs (group commit). No create is acknowledged before its record is on disk.
 //!
-//! On open, the writer picks the chain up from the last record on disk. A torn last line (a
-//! crash mid-write) is cut away and noted in a `recovered` record. A log that ends before the
-//! record the head file names, or whose last record does not check out, is refused: that is
-//! not a crash, it is tampering or corruption, and someone must look.
+//! Three threads form a pipeline, so the disk's sync latency is paid once per batch and never
+//! twice in a row by the same request:
+//! - the **write** thread seals records into the hash chain and appends them; a record that only
+//!   needs to be *written* (the `attempted` record before a create is forwarded) is acknowledged
+//!   right there, without waiting for any sync;
+//! - the **sync** thread `fdatasync`s everything written so far and acknowledges the records
+//!   waiting for it, while the write thread goes on writing the next batch;
+//! - the **head** thread rewrites `<log>.head` (atomically, synced) after each sync, off the path
+//!   of any request, coalescing when it falls behind.
+//!
+//! On open, the chain is picked up from the last record on disk. A torn last line (a crash
+//! mid-write) is cut away and noted in a `recovered` record. A log that ends before the record
+//! the head file names, or whose last record does not check out, is refused: that is not a
+//! crash, it is tampering or corruption, and someone must look.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -19,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::files::{self, Head, HeadError, LogFiles};
 use super::record::{Entry, GENESIS, Hash, MacKey, Outcome, open, seal};
 
-/// Most records written by one sync.
+/// Most records written by one write.
 const MAX_BATCH: usize = 1024;
 /// Records waiting for the writer before new ones wait for room.
 const QUEUE: usize = 8192;
@@ -118,9 +127,10 @@ pub enum OpenError {
 
 /// Receives measurements from the writer (for metrics). Every method has a no-op default.
 pub trait Observer: Send + Sync + 'static {
-    /// A batch of `records` was written and synced in `took`.
+    /// A sync covering `records` records finished, `took` after the oldest of them was handed
+    /// to the writer.
     fn synced(&self, _records: usize, _took: Duration) {}
-    /// A write or sync failed.
+    /// A write, sync or head update failed.
     fn failed(&self) {}
 }
 
@@ -130,7 +140,10 @@ impl Observer for NoObserver {}
 /// Shared state the request path reads without asking the writer.
 #[derive(Debug, Default)]
 pub struct Health {
-    failing: AtomicBool,
+    /// A write or sync of the log failed and no sync has succeeded since.
+    log_failing: AtomicBool,
+    /// The last head update failed.
+    head_failing: AtomicBool,
     syncs: AtomicU64,
     records: AtomicU64,
     errors: AtomicU64,
@@ -138,9 +151,9 @@ pub struct Health {
 }
 
 impl Health {
-    /// Whether the last write succeeded.
+    /// Whether the log takes records: the last write, sync and head update succeeded.
     pub fn writable(&self) -> bool {
-        !self.failing.load(Ordering::Acquire)
+        !self.log_failing.load(Ordering::Acquire) && !self.head_failing.load(Ordering::Acquire)
     }
 
     /// How many syncs the writer has made.
@@ -148,12 +161,12 @@ impl Health {
         self.syncs.load(Ordering::Relaxed)
     }
 
-    /// How many records the writer has written.
+    /// How many records have been synced (with `sync = interval`: written).
     pub fn records(&self) -> u64 {
         self.records.load(Ordering::Relaxed)
     }
 
-    /// How many writes or syncs have failed.
+    /// How many writes, syncs or head updates have failed.
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }
@@ -164,10 +177,42 @@ impl Health {
     }
 }
 
+/// What the three threads share.
+struct Shared {
+    health: Arc<Health>,
+    observer: Arc<dyn Observer>,
+    path: PathBuf,
+}
+
+impl Shared {
+    /// Records a failure of `flag`'s kind, logging it once per episode.
+    fn fail(&self, flag: &AtomicBool, what: &str, e: &io::Error) -> AuditError {
+        let error = AuditError::Io {
+            path: self.path.clone(),
+            kind: format!("{what}: {e}"),
+        };
+        self.health.errors.fetch_add(1, Ordering::Relaxed);
+        self.observer.failed();
+        if !flag.swap(true, Ordering::AcqRel) {
+            tracing::error!(error = %error, "audit log not writable; creates are refused until it is");
+        }
+        error
+    }
+
+    fn recover(&self, flag: &AtomicBool) {
+        if flag.swap(false, Ordering::AcqRel) {
+            tracing::warn!(path = %self.path.display(), "audit log writable again");
+        }
+    }
+}
+
+type Ack = oneshot::Sender<Result<(), AuditError>>;
+
 struct Pending {
     /// `None` for a flush: acknowledged once everything queued before it is on disk.
     entry: Option<Entry>,
-    ack: Option<(Durability, oneshot::Sender<Result<(), AuditError>>)>,
+    ack: Option<(Durability, Ack)>,
+    queued: Instant,
 }
 
 /// How far a record must get before its sender hears back.
@@ -179,21 +224,15 @@ enum Durability {
     Synced,
 }
 
-/// Acknowledges the records waiting for `level` (all that remain, if `None`) with `outcome`.
-fn acknowledge(
-    batch: &mut Vec<Pending>,
-    level: Option<Durability>,
-    outcome: Result<(), AuditError>,
-) {
-    batch.retain_mut(|pending| match &pending.ack {
-        Some((wanted, _)) if level.is_none_or(|l| l == *wanted) => {
-            let (_, ack) = pending.ack.take().expect("matched Some");
-            let _ = ack.send(outcome.clone());
-            false
-        }
-        Some(_) => true,
-        None => level.is_some(),
-    });
+/// Work for the sync thread: make `file` durable up to `head`, then tell `acks`.
+struct SyncJob {
+    file: Arc<File>,
+    head: Head,
+    records: usize,
+    acks: Vec<Ack>,
+    oldest: Option<Instant>,
+    /// Update the head before acknowledging (a flush: shutdown wants an exact head).
+    head_first: bool,
 }
 
 /// The handle requests use to reach the writer. Cheap to clone.
@@ -214,7 +253,7 @@ impl std::fmt::Debug for Auditor {
 
 impl Auditor {
     /// Opens the log (creating it and its directory), recovers from a crash if need be, and
-    /// starts the writer thread.
+    /// starts the writer's threads.
     pub fn open(options: AuditOptions) -> Result<Auditor, OpenError> {
         Auditor::open_observed(options, Arc::new(NoObserver))
     }
@@ -224,43 +263,58 @@ impl Auditor {
         options: AuditOptions,
         observer: Arc<dyn Observer>,
     ) -> Result<Auditor, OpenError> {
-        let (mut writer, recovered) = Writer::open(options, observer)?;
+        let shared = Arc::new(Shared {
+            health: Arc::new(Health::default()),
+            observer,
+            path: options.path.clone(),
+        });
+        let (mut writer, recovered) = Writer::open(options, shared.clone())?;
         if let Some(detail) = recovered {
-            let mut entry = Entry::new(Outcome::Recovered);
-            entry.detail = Some(detail);
-            writer.commit(
-                &mut vec![Pending {
-                    entry: Some(entry),
-                    ack: None,
-                }],
-                true,
-            );
-            if !writer.health.writable() {
-                return Err(OpenError::Io {
-                    path: writer.files.active().display().to_string(),
-                    source: io::Error::other("cannot write the recovery record"),
-                });
-            }
+            writer.record_recovery(detail)?;
         }
-        let health = writer.health.clone();
         let on_error = writer.options.on_error;
+        let spawn_error = |source| OpenError::Io {
+            path: "audit writer threads".into(),
+            source,
+        };
+        let head_slot = Arc::new(HeadSlot {
+            path: writer.files.head(),
+            key: writer.options.key.clone(),
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            writing: Mutex::new(0),
+        });
+        let head_writer = HeadWriter {
+            slot: head_slot.clone(),
+            shared: shared.clone(),
+        };
+        std::thread::Builder::new()
+            .name("audit-head".into())
+            .spawn(move || head_writer.run())
+            .map_err(spawn_error)?;
+        let (sync_tx, sync_rx) = std_mpsc::channel();
+        let syncer = Syncer {
+            shared: shared.clone(),
+            head: head_slot,
+        };
+        std::thread::Builder::new()
+            .name("audit-sync".into())
+            .spawn(move || syncer.run(sync_rx))
+            .map_err(spawn_error)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
-            .name("audit-writer".into())
+            .name("audit-write".into())
             .spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_time()
                     .build()
                     .expect("a current-thread runtime for the audit writer");
-                runtime.block_on(writer.run(rx));
+                runtime.block_on(writer.run(rx, sync_tx));
             })
-            .map_err(|source| OpenError::Io {
-                path: "audit writer thread".into(),
-                source,
-            })?;
+            .map_err(spawn_error)?;
         Ok(Auditor {
             tx,
-            health,
+            health: shared.health.clone(),
             on_error,
         })
     }
@@ -280,13 +334,14 @@ impl Auditor {
         self.send(Some(entry), Durability::Synced).await
     }
 
-    /// Appends `entry` and waits until it is written to the file, not for the sync: enough to
-    /// know the log takes records, at the cost of a write instead of a sync.
+    /// Appends `entry` and waits until it is written to the file, not for a sync: enough to
+    /// know the log takes records. A later [`Auditor::append`] makes it durable too.
     pub async fn write(&self, entry: Entry) -> Result<(), AuditError> {
         self.send(Some(entry), Durability::Written).await
     }
 
-    /// Returns once every record queued before the call is on disk (for shutdown).
+    /// Returns once every record queued before the call is on disk and the head file names
+    /// the last of them (for shutdown).
     pub async fn flush(&self) -> Result<(), AuditError> {
         self.send(None, Durability::Synced).await
     }
@@ -297,6 +352,7 @@ impl Auditor {
             .send(Pending {
                 entry,
                 ack: Some((durability, ack)),
+                queued: Instant::now(),
             })
             .await
             .map_err(|_| AuditError::Stopped)?;
@@ -304,27 +360,29 @@ impl Auditor {
     }
 }
 
+/// The write thread's state: the active file and the end of the chain.
 struct Writer {
     options: AuditOptions,
     files: LogFiles,
-    file: File,
+    file: Arc<File>,
     /// The active file's length (everything in it is complete records).
     len: u64,
     /// The seq of the first record in the active file.
     first_seq: u64,
     seq: u64,
     prev: Hash,
-    /// Written but not yet synced (interval mode).
+    /// Written but not yet handed to the sync thread (interval mode).
     dirty: bool,
-    health: Arc<Health>,
-    observer: Arc<dyn Observer>,
+    shared: Arc<Shared>,
     buf: Vec<u8>,
 }
 
 impl Writer {
+    /// Opens the log and finds where the chain stands; returns the recovery detail if a torn
+    /// line was cut.
     fn open(
         options: AuditOptions,
-        observer: Arc<dyn Observer>,
+        shared: Arc<Shared>,
     ) -> Result<(Writer, Option<String>), OpenError> {
         let path = options.path.clone();
         let shown = path.display().to_string();
@@ -401,28 +459,66 @@ impl Writer {
             Some(line) => open(&line, None).map(|o| o.record.seq).unwrap_or(seq + 1),
             None => seq + 1,
         };
-        let health = Arc::new(Health::default());
-        health.last_seq.store(seq, Ordering::Release);
+        shared.health.last_seq.store(seq, Ordering::Release);
+        if head.is_none_or(|h| h.seq != seq) && seq > 0 {
+            files::write_head(
+                &files.head(),
+                &Head { seq, hash: prev },
+                options.key.as_ref(),
+            )
+            .map_err(io_error)?;
+        }
         let writer = Writer {
             files,
-            file,
+            file: Arc::new(file),
             len: tail.complete,
             first_seq,
             seq,
             prev,
             dirty: false,
-            health,
-            observer,
+            shared,
             buf: Vec::with_capacity(64 * 1024),
             options,
         };
-        if head.is_none_or(|h| h.seq != seq) && seq > 0 {
-            writer.write_head().map_err(io_error)?;
-        }
         Ok((writer, recovered))
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Pending>) {
+    /// Writes and syncs the `recovered` record before anything else, on the opening thread.
+    fn record_recovery(&mut self, detail: String) -> Result<(), OpenError> {
+        let mut entry = Entry::new(Outcome::Recovered);
+        entry.detail = Some(detail);
+        self.buf.clear();
+        self.prev = seal(
+            &entry,
+            self.seq + 1,
+            &self.prev,
+            self.options.key.as_ref(),
+            &mut self.buf,
+        );
+        self.seq += 1;
+        let io_error = |source: io::Error| OpenError::Io {
+            path: self.files.active().display().to_string(),
+            source,
+        };
+        (&*self.file).write_all(&self.buf).map_err(io_error)?;
+        self.file.sync_data().map_err(io_error)?;
+        self.len += self.buf.len() as u64;
+        self.shared
+            .health
+            .last_seq
+            .store(self.seq, Ordering::Release);
+        files::write_head(
+            &self.files.head(),
+            &Head {
+                seq: self.seq,
+                hash: self.prev,
+            },
+            self.options.key.as_ref(),
+        )
+        .map_err(io_error)
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Pending>, sync: std_mpsc::Sender<SyncJob>) {
         let interval = match self.options.sync {
             SyncMode::Always => Duration::from_secs(3600),
             SyncMode::Interval(every) => every,
@@ -441,26 +537,20 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    let sync_now = self.options.sync == SyncMode::Always
-                        || batch.iter().any(|p| p.entry.is_none());
-                    self.commit(&mut batch, sync_now);
+                    self.commit(&mut batch, &sync);
                 }
-                _ = tick.tick(), if self.dirty => {
-                    if let Err(e) = self.sync() {
-                        self.fail(&e);
-                    }
-                }
+                _ = tick.tick(), if self.dirty => self.hand_over(Vec::new(), 0, None, false, &sync),
             }
         }
-        if self.dirty && self.sync().is_ok() {
-            tracing::debug!("audit log synced at shutdown");
+        if self.dirty {
+            self.hand_over(Vec::new(), 0, None, true, &sync);
         }
     }
 
-    /// Seals, writes and (if `sync_now`) syncs a batch, then acknowledges it.
-    fn commit(&mut self, batch: &mut Vec<Pending>, sync_now: bool) {
-        let started = Instant::now();
-        let (seq_before, prev_before, len_before) = (self.seq, self.prev, self.len);
+    /// Seals and writes a batch, acknowledges what only had to be written, and hands the rest
+    /// to the sync thread.
+    fn commit(&mut self, batch: &mut Vec<Pending>, sync: &std_mpsc::Sender<SyncJob>) {
+        let (seq_before, prev_before) = (self.seq, self.prev);
         self.buf.clear();
         let mut records = 0;
         for entry in batch.iter().filter_map(|p| p.entry.as_ref()) {
@@ -474,38 +564,52 @@ impl Writer {
             );
             records += 1;
         }
-        let written = self.file.write_all(&self.buf);
-        if let Err(e) = &written {
+        if let Err(e) = (&*self.file).write_all(&self.buf) {
             // Never leave part of a batch behind: the chain resumes where it was.
-            let _ = self.file.set_len(len_before);
-            (self.seq, self.prev, self.len) = (seq_before, prev_before, len_before);
-            let error = self.fail(e);
-            acknowledge(batch, None, Err(error));
+            let _ = self.file.set_len(self.len);
+            (self.seq, self.prev) = (seq_before, prev_before);
+            let error = self
+                .shared
+                .fail(&self.shared.health.log_failing, "write", &e);
+            for pending in batch.drain(..) {
+                if let Some((_, ack)) = pending.ack {
+                    let _ = ack.send(Err(error.clone()));
+                }
+            }
             return;
         }
         self.len += self.buf.len() as u64;
         self.dirty |= records > 0;
-        self.health.last_seq.store(self.seq, Ordering::Release);
-        acknowledge(batch, Some(Durability::Written), Ok(()));
-        let synced = if sync_now { self.sync() } else { Ok(()) };
-        let outcome = match synced {
-            Ok(()) => {
-                self.health.records.fetch_add(records, Ordering::Relaxed);
-                if sync_now {
-                    self.observer.synced(records as usize, started.elapsed());
+        self.shared
+            .health
+            .last_seq
+            .store(self.seq, Ordering::Release);
+        let oldest = batch.iter().map(|p| p.queued).min();
+        let flush = batch.iter().any(|p| p.entry.is_none());
+        let mut waiting = Vec::new();
+        for pending in batch.drain(..) {
+            match pending.ack {
+                Some((Durability::Synced, ack)) => waiting.push(ack),
+                Some((Durability::Written, ack)) => {
+                    let _ = ack.send(Ok(()));
                 }
-                if self.health.failing.swap(false, Ordering::AcqRel) {
-                    tracing::warn!(path = %self.files.active().display(), "audit log writable again");
-                }
-                Ok(())
+                None => {}
             }
-            // The records are in the file but may not be on disk: they stay (the chain is
-            // intact either way); their senders hear of the failure.
-            Err(e) => Err(self.fail(&e)),
-        };
-        acknowledge(batch, None, outcome.clone());
-        if outcome.is_ok()
-            && self.len >= self.options.max_file_bytes
+        }
+        match self.options.sync {
+            SyncMode::Always => self.hand_over(waiting, records, oldest, flush, sync),
+            SyncMode::Interval(_) if flush => self.hand_over(waiting, records, oldest, true, sync),
+            SyncMode::Interval(_) => {
+                self.shared
+                    .health
+                    .records
+                    .fetch_add(records as u64, Ordering::Relaxed);
+                for ack in waiting {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+        }
+        if self.len >= self.options.max_file_bytes
             && let Err(e) = self.rotate()
         {
             tracing::error!(
@@ -516,51 +620,46 @@ impl Writer {
         }
     }
 
-    fn sync(&mut self) -> io::Result<()> {
-        if !self.dirty {
-            return Ok(());
-        }
-        self.file.sync_data()?;
-        self.health.syncs.fetch_add(1, Ordering::Relaxed);
+    fn hand_over(
+        &mut self,
+        acks: Vec<Ack>,
+        records: usize,
+        oldest: Option<Instant>,
+        head_first: bool,
+        sync: &std_mpsc::Sender<SyncJob>,
+    ) {
         self.dirty = false;
-        self.write_head()
-    }
-
-    fn write_head(&self) -> io::Result<()> {
-        let head = Head {
-            seq: self.seq,
-            hash: self.prev,
+        let job = SyncJob {
+            file: self.file.clone(),
+            head: Head {
+                seq: self.seq,
+                hash: self.prev,
+            },
+            records,
+            acks,
+            oldest,
+            head_first,
         };
-        files::write_head(&self.files.head(), &head, self.options.key.as_ref())
-    }
-
-    fn fail(&self, e: &io::Error) -> AuditError {
-        let error = AuditError::Io {
-            path: self.files.active().to_owned(),
-            kind: e.to_string(),
-        };
-        self.health.errors.fetch_add(1, Ordering::Relaxed);
-        self.observer.failed();
-        // Once per episode, not once per request.
-        if !self.health.failing.swap(true, Ordering::AcqRel) {
-            tracing::error!(error = %error, "audit log not writable; creates are refused until it is");
+        if let Err(std_mpsc::SendError(job)) = sync.send(job) {
+            for ack in job.acks {
+                let _ = ack.send(Err(AuditError::Stopped));
+            }
         }
-        error
     }
 
     /// Renames the active file after its first seq and starts a new one. Records are whole
-    /// lines in one file or the other: rotation happens between batches.
+    /// lines in one file or the other: rotation happens between batches. Jobs already handed
+    /// to the sync thread still sync the renamed file (they hold it open).
     fn rotate(&mut self) -> io::Result<()> {
-        if self.dirty {
-            self.sync()?;
-        }
         let rotated = self.files.rotated_name(self.first_seq);
         std::fs::rename(self.files.active(), &rotated)?;
-        self.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(self.files.active())?;
+        self.file = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(self.files.active())?,
+        );
         files::sync_dir(self.files.active())?;
         self.len = 0;
         self.first_seq = self.seq + 1;
@@ -579,5 +678,137 @@ impl Writer {
             tracing::info!(removed = %old.path.display(), "audit log file removed by retention");
         }
         Ok(())
+    }
+}
+
+/// The sync thread: one `fdatasync` for everything handed over since the last one.
+struct Syncer {
+    shared: Arc<Shared>,
+    head: Arc<HeadSlot>,
+}
+
+impl Syncer {
+    fn run(self, rx: std_mpsc::Receiver<SyncJob>) {
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            jobs.extend(rx.try_iter());
+            // Usually one file; around a rotation, the old one first.
+            let mut result = Ok(());
+            let mut synced: Option<&Arc<File>> = None;
+            for job in &jobs {
+                if synced.is_some_and(|f| Arc::ptr_eq(f, &job.file)) {
+                    continue;
+                }
+                result = job.file.sync_data();
+                if result.is_err() {
+                    break;
+                }
+                synced = Some(&job.file);
+            }
+            let health = &self.shared.health;
+            health.syncs.fetch_add(1, Ordering::Relaxed);
+            let outcome = match result {
+                Ok(()) => {
+                    self.shared.recover(&health.log_failing);
+                    let records: usize = jobs.iter().map(|j| j.records).sum();
+                    health.records.fetch_add(records as u64, Ordering::Relaxed);
+                    if let Some(oldest) = jobs.iter().filter_map(|j| j.oldest).min() {
+                        self.shared.observer.synced(records, oldest.elapsed());
+                    }
+                    let head = jobs.last().expect("at least one job").head;
+                    if jobs.iter().any(|j| j.head_first) {
+                        self.head.write_now(head, &self.shared);
+                    } else {
+                        self.head.offer(head);
+                    }
+                    Ok(())
+                }
+                // Records stay in the file (the chain is intact either way), but nobody is told
+                // they are durable.
+                Err(e) => Err(self.shared.fail(&health.log_failing, "sync", &e)),
+            };
+            for job in jobs {
+                for ack in job.acks {
+                    let _ = ack.send(outcome.clone());
+                }
+            }
+        }
+        self.head.close();
+    }
+}
+
+/// The newest head waiting to be written; the head thread takes it, so a burst of syncs costs
+/// one head update, not one each.
+struct HeadSlot {
+    path: PathBuf,
+    key: Option<MacKey>,
+    state: Mutex<HeadState>,
+    changed: Condvar,
+    /// Held while a head update runs (so `write_now` never races the head thread), with the seq
+    /// of the last head written: an older one that arrives late is not written over it.
+    writing: Mutex<u64>,
+}
+
+#[derive(Default)]
+struct HeadState {
+    next: Option<Head>,
+    closed: bool,
+}
+
+impl HeadSlot {
+    fn offer(&self, head: Head) {
+        self.state.lock().expect("head slot").next = Some(head);
+        self.changed.notify_one();
+    }
+
+    fn close(&self) {
+        self.state.lock().expect("head slot").closed = true;
+        self.changed.notify_one();
+    }
+
+    /// Writes `head` on the calling thread (after any update in progress), for a flush.
+    fn write_now(&self, head: Head, shared: &Shared) {
+        self.state.lock().expect("head slot").next = None;
+        self.write(head, shared);
+    }
+
+    fn write(&self, head: Head, shared: &Shared) {
+        let mut last = self.writing.lock().expect("head writer");
+        if head.seq < *last {
+            return;
+        }
+        *last = head.seq;
+        match files::write_head(&self.path, &head, self.key.as_ref()) {
+            Ok(()) => shared.recover(&shared.health.head_failing),
+            Err(e) => {
+                shared.fail(&shared.health.head_failing, "head file", &e);
+            }
+        }
+    }
+}
+
+/// The head thread.
+struct HeadWriter {
+    slot: Arc<HeadSlot>,
+    shared: Arc<Shared>,
+}
+
+impl HeadWriter {
+    fn run(self) {
+        loop {
+            let head = {
+                let mut state = self.slot.state.lock().expect("head slot");
+                loop {
+                    if let Some(head) = state.next.take() {
+                        break head;
+                    }
+                    if state.closed {
+                        return;
+                    }
+                    state = self.slot.changed.wait(state).expect("head slot");
+                }
+            };
+            self.slot.write(head, &self.shared);
+        }
     }
 }

@@ -214,10 +214,19 @@ where
 }
 
 /// The `attempted` record, and the decision whether the create may go ahead: only once that
-/// record is in the file (written; the outcome record's sync makes both durable), or, with
+/// record is in the file (written; the outcome record's sync makes both durable; synced, while
+/// the log is failing), or, with
 /// `audit.on_error = "allow"`, with a loud log line when it is not.
 async fn before_forwarding(auditor: &Auditor, create: &CreateRequest) -> Result<(), Error> {
-    match auditor.write(create.entry(Outcome::Attempted)).await {
+    let attempted = create.entry(Outcome::Attempted);
+    // While the log is failing, only a synced record proves it has recovered (a sync can fail
+    // where a write succeeded).
+    let recorded = if auditor.health().writable() {
+        auditor.write(attempted).await
+    } else {
+        auditor.append(attempted).await
+    };
+    match recorded {
         Ok(()) => Ok(()),
         Err(_) if auditor.on_error() == OnError::Reject => Err(Error::AuditUnavailable),
         Err(error) => {

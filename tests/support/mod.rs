@@ -339,6 +339,16 @@ impl Gateway {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// SIGTERM, and wait for the graceful exit; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap().code()
+    }
+
     /// SIGKILL: no shutdown, no flush, as a crash or an OOM kill would.
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
