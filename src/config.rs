@@ -45,6 +45,8 @@ settings! {
     SPEC = "spec.path", "SPECGATE_SPEC";
     OVERLAYS = "spec.overlays", "SPECGATE_OVERLAYS";
     AUDIT_LOG = "audit.path", "SPECGATE_AUDIT_LOG";
+    SHUTDOWN_GRACE_MS = "shutdown_grace_ms", "SPECGATE_SHUTDOWN_GRACE_MS";
+    UPSTREAM_MODE = "upstream.mode", "SPECGATE_UPSTREAM_MODE";
 }
 
 /// The environment variable that holds the token itself. It has no config-file key: a token
@@ -52,6 +54,15 @@ settings! {
 pub const API_TOKEN_ENV: &str = "SPECGATE_API_TOKEN";
 /// The environment variable naming the config file.
 pub const CONFIG_ENV: &str = "SPECGATE_CONFIG";
+/// The environment variable choosing the log format (`json` or `text`).
+pub const LOG_FORMAT_ENV: &str = "SPECGATE_LOG_FORMAT";
+
+/// Every environment variable specgate reads, settings and the rest (`RUST_LOG` included).
+pub fn env_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = SETTINGS.iter().map(|s| s.env).collect();
+    names.extend([API_TOKEN_ENV, CONFIG_ENV, LOG_FORMAT_ENV, "RUST_LOG"]);
+    names
+}
 
 /// A setting that stops start-up.
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +85,12 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Overrides the credential header the spec names.
     pub credential_header: Option<HeaderName>,
-    /// Where the API token comes from.
-    pub token: TokenSource,
+    /// Where the API token comes from; `None` only in mock mode with none configured.
+    pub token: Option<TokenSource>,
+    /// Whether requests are forwarded or answered from the spec's examples.
+    pub mode: UpstreamMode,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
     /// The upstream.
     pub upstream: UpstreamConfig,
     /// The spec and its overlays.
@@ -84,8 +99,27 @@ pub struct Config {
     pub audit: AuditConfig,
 }
 
+/// Where requests go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamMode {
+    /// Forwarded to the upstream (`upstream.mode = "proxy"`, the default).
+    Proxy,
+    /// Answered from the spec's example responses; nothing leaves the machine
+    /// (`upstream.mode = "mock"`, or `specgate serve --mock`).
+    Mock,
+}
+
+impl std::fmt::Display for UpstreamMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UpstreamMode::Proxy => "proxy",
+            UpstreamMode::Mock => "mock",
+        })
+    }
+}
+
 /// Where the API token is read from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
     /// `SPECGATE_API_TOKEN` (the value is read again from the environment when needed, so it
     /// is held in exactly one place: the token store).
@@ -136,6 +170,11 @@ pub mod defaults {
     pub const UPSTREAM_POOL_MAX_IDLE: u64 = 256;
     /// `audit.path`
     pub const AUDIT_LOG: &str = "audit/specgate-audit.jsonl";
+    /// `shutdown_grace_ms`
+    pub const SHUTDOWN_GRACE_MS: u64 = 20_000;
+    /// The upstream URL in mock mode when none is configured: nothing is ever sent to it, and
+    /// `.invalid` (RFC 6761) can never resolve, should anything try.
+    pub const MOCK_UPSTREAM: &str = "https://mock.invalid";
 }
 
 /// Raw setting values with where each came from.
@@ -143,6 +182,7 @@ pub mod defaults {
 pub struct Sources {
     values: HashMap<&'static str, (Raw, String)>,
     env_token: bool,
+    force_mock: bool,
 }
 
 #[derive(Debug)]
@@ -170,6 +210,12 @@ impl Sources {
         }
         sources.env_token = env(API_TOKEN_ENV).is_some();
         Ok(sources)
+    }
+
+    /// Mock mode whatever the settings say (`specgate serve --mock`).
+    pub fn force_mock(mut self) -> Self {
+        self.force_mock = true;
+        self
     }
 
     fn read_file(&mut self, path: &Path) -> Result<(), ConfigError> {
@@ -305,15 +351,37 @@ impl Config {
     /// Loads the configuration from the process environment and the file `SPECGATE_CONFIG` (or
     /// `file`, if given) names.
     pub fn from_env(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let env = |name: &str| std::env::var(name).ok();
-        let file = file
-            .map(Path::to_path_buf)
-            .or_else(|| env(CONFIG_ENV).map(PathBuf::from));
-        Config::from_sources(&Sources::load(file.as_deref(), &env)?)
+        Config::load(file, false)
+    }
+
+    /// As [`Config::from_env`], in mock mode if `mock` (whatever the settings say).
+    pub fn load(file: Option<&Path>, mock: bool) -> Result<Config, ConfigError> {
+        let sources = Sources::load(Config::file(file).as_deref(), &|name| {
+            std::env::var(name).ok()
+        })?;
+        Config::from_sources(&if mock { sources.force_mock() } else { sources })
+    }
+
+    /// The config file: `file` if given, else the one `SPECGATE_CONFIG` names.
+    pub fn file(file: Option<&Path>) -> Option<PathBuf> {
+        file.map(Path::to_path_buf)
+            .or_else(|| std::env::var(CONFIG_ENV).ok().map(PathBuf::from))
     }
 
     /// Builds and checks the configuration from raw sources.
     pub fn from_sources(s: &Sources) -> Result<Config, ConfigError> {
+        let mode = match s.string(UPSTREAM_MODE)?.as_deref().map(str::trim) {
+            _ if s.force_mock => UpstreamMode::Mock,
+            None | Some("proxy") => UpstreamMode::Proxy,
+            Some("mock") => UpstreamMode::Mock,
+            Some(other) => {
+                return Err(s.error(
+                    UPSTREAM_MODE,
+                    format!("{other:?} is not a mode; use \"proxy\" or \"mock\""),
+                ));
+            }
+        };
+        let mock = mode == UpstreamMode::Mock;
         let token = match (s.env_token, s.string(API_TOKEN_FILE)?) {
             (true, Some(_)) => {
                 return Err(ConfigError {
@@ -321,8 +389,10 @@ impl Config {
                     message: "both are set; set only one".into(),
                 });
             }
-            (true, None) => TokenSource::Env,
-            (false, Some(path)) => TokenSource::File(PathBuf::from(path)),
+            (true, None) => Some(TokenSource::Env),
+            (false, Some(path)) => Some(TokenSource::File(PathBuf::from(path))),
+            // Mock mode forwards nothing, so it needs no token.
+            (false, None) if mock => None,
             (false, None) => {
                 return Err(ConfigError {
                     setting: format!("{} ({})", API_TOKEN_FILE.env, API_TOKEN_FILE.key),
@@ -347,8 +417,15 @@ impl Config {
             max_body_bytes: s.u64(MAX_BODY_BYTES, defaults::MAX_BODY_BYTES)?,
             credential_header,
             token,
+            mode,
+            shutdown_grace: s.ms(SHUTDOWN_GRACE_MS, defaults::SHUTDOWN_GRACE_MS)?,
             upstream: UpstreamConfig {
-                base: upstream_base(s)?,
+                base: match upstream_base(s) {
+                    Err(_) if mock && s.string(UPSTREAM)?.is_none() => {
+                        Uri::from_static(defaults::MOCK_UPSTREAM)
+                    }
+                    other => other?,
+                },
                 ca_file: s.string(UPSTREAM_CA)?.map(PathBuf::from),
                 timeout: s.ms(UPSTREAM_TIMEOUT_MS, defaults::UPSTREAM_TIMEOUT_MS)?,
                 connect_timeout: s.ms(
@@ -445,8 +522,10 @@ mod tests {
         );
         assert_eq!(c.upstream.timeout, Duration::from_secs(30));
         assert_eq!(c.audit.path, PathBuf::from("audit/specgate-audit.jsonl"));
-        assert!(matches!(c.token, TokenSource::Env));
+        assert!(matches!(c.token, Some(TokenSource::Env)));
         assert!(c.spec.path.is_none() && c.spec.overlays.is_none());
+        assert_eq!(c.mode, UpstreamMode::Proxy);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(20));
     }
 
     #[test]
@@ -568,6 +647,27 @@ mod tests {
         let c = load(Some(&uncommented), &[]).unwrap();
         assert_eq!(c.listen.to_string(), defaults::LISTEN);
         assert_eq!(c.max_body_bytes, defaults::MAX_BODY_BYTES);
-        assert!(matches!(c.token, TokenSource::File(_)));
+        assert!(matches!(c.token, Some(TokenSource::File(_))));
+    }
+
+    #[test]
+    fn mock_mode_needs_neither_upstream_nor_token() {
+        let c = load(Some("[upstream]\nmode = \"mock\"\n"), &[]).unwrap();
+        assert_eq!(c.mode, UpstreamMode::Mock);
+        assert!(c.token.is_none());
+        assert_eq!(c.upstream.base, defaults::MOCK_UPSTREAM);
+        // Set, they are still checked.
+        let e = load(
+            Some("[upstream]\nmode = \"mock\"\nurl = \"http://a.example\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("https://"), "{e}");
+        let e = load(Some("[upstream]\nmode = \"fake\"\n"), MINIMAL).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("upstream.mode (upstream.mode in "),
+            "{e}"
+        );
     }
 }
