@@ -73,7 +73,12 @@ pub async fn serve<S>(
             () = &mut shutdown => break,
         }
     }
+    let addr = listener.local_addr().ok();
     drop(listener);
+    tracing::info!(
+        addr = addr.map(tracing::field::display),
+        "listener closed; finishing open connections"
+    );
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => {
