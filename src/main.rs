@@ -65,7 +65,8 @@ enum Command {
         /// What to ask.
         #[arg(value_enum, default_value_t = Endpoint::Readyz)]
         endpoint: Endpoint,
-        /// The admin address (default: $SPECGATE_ADMIN_LISTEN, else 127.0.0.1:9090).
+        /// The admin address (default: what `serve` would use: $SPECGATE_ADMIN_LISTEN, the
+        /// config file's admin_listen, else 127.0.0.1:9090).
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
     },
@@ -132,15 +133,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Probe { endpoint, admin } => {
-            let admin = admin.or_else(|| {
-                std::env::var(config::ADMIN_LISTEN.env)
-                    .ok()
-                    .and_then(|a| a.trim().parse().ok())
-            });
-            let admin = admin.unwrap_or_else(|| {
-                config::defaults::ADMIN_LISTEN
+            // The address `serve` would use: environment, then config file, then default.
+            let admin = admin.unwrap_or_else(|| match Config::load(None, true) {
+                Ok(config) => config.admin_listen,
+                Err(_) => config::defaults::ADMIN_LISTEN
                     .parse()
-                    .expect("the default is an address")
+                    .expect("the default is an address"),
             });
             let path = match endpoint {
                 Endpoint::Healthz => "/healthz",
