@@ -1,17 +1,22 @@
 //! Start-up: from a configuration to a running gateway, failing early and clearly.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::Signal;
 
 use crate::audit::{Auditor, OpenError};
-use crate::config::{Config, ConfigError};
-use crate::route::{RouteError, RouteTable};
-use crate::spec::{Spec, SpecError};
-use crate::token::{TokenError, TokenStore};
-use crate::upstream::{self, SetupError, Upstream};
-use crate::{server, stack};
+use crate::config::{Config, ConfigError, UpstreamMode};
+use crate::metrics::Metrics;
+use crate::reload::{Generation, Live, Serve};
+use crate::route::RouteError;
+use crate::spec::SpecError;
+use crate::token::TokenError;
+use crate::upstream::SetupError;
+use crate::{admin, server};
 
 /// Why specgate did not start. Each renders as one line naming what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -49,105 +54,186 @@ pub enum StartError {
 /// A gateway built from its configuration, ready to serve.
 #[derive(Debug)]
 pub struct App {
-    /// The configuration it was built from.
-    pub config: Config,
-    /// The compiled spec.
-    pub spec: Arc<Spec>,
-    /// What the stack is built from.
-    pub parts: stack::Parts,
+    live: Arc<Live>,
 }
 
 impl App {
-    /// Loads the spec, token, audit log and upstream client. Nothing is bound yet.
-    pub fn build(config: Config) -> Result<App, StartError> {
-        let spec = Arc::new(Spec::load(&config.spec)?);
-        let routes = Arc::new(RouteTable::new(&spec)?);
-        let tokens = Arc::new(TokenStore::load(config.token.clone())?);
+    /// Opens the audit log and loads the first generation (spec, token, upstream client).
+    /// Nothing is bound yet. `config_file` and `mock` are what reloads read again.
+    pub fn build(
+        config: Config,
+        config_file: Option<PathBuf>,
+        mock: bool,
+    ) -> Result<App, StartError> {
+        let metrics = Metrics::new();
         ignore_file_size_signal();
-        let auditor = Auditor::open(config.audit.options()?)?;
-        let client = upstream::client(&config.upstream)?;
-        let parts = stack::Parts {
-            routes,
-            credential_header: config
-                .credential_header
-                .clone()
-                .unwrap_or_else(|| spec.credential_header.clone()),
-            tokens,
-            auditor,
-            max_body_bytes: config.max_body_bytes,
-            upstream: Upstream::new(client, &config.upstream),
-        };
+        let auditor =
+            Auditor::open_observed(config.audit.options()?, Arc::new(metrics.audit.clone()))?;
+        let first = Generation::build(config, auditor.clone(), metrics.clone(), None)?;
         Ok(App {
-            config,
-            spec,
-            parts,
+            live: Arc::new(Live::new(first, auditor, metrics, config_file, mock)),
         })
     }
 
-    /// Binds the proxy listener, logs the start-up summary, and serves until SIGTERM/SIGINT.
+    /// The running gateway's state.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    /// Binds both listeners, logs the start-up summary, and serves until SIGTERM/SIGINT;
+    /// SIGHUP reloads. On shutdown readiness fails first, then new connections are refused and
+    /// in-flight requests get `shutdown_grace` to finish.
     pub async fn run(self) -> Result<(), StartError> {
-        let listener = TcpListener::bind(self.config.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                setting: "SPECGATE_LISTEN",
-                addr: self.config.listen,
-                source,
-            })?;
-        let listen = listener.local_addr().map_err(|source| StartError::Bind {
-            setting: "SPECGATE_LISTEN",
-            addr: self.config.listen,
-            source,
-        })?;
+        // Before anyone can learn the gateway is up, so no signal meets the default action.
+        let mut signals = Signals::install();
+        let current = self.live.current();
+        let config = &current.config;
+        let (proxy, listen) = bind("SPECGATE_LISTEN", config.listen).await?;
+        let (admin, admin_listen) = bind("SPECGATE_ADMIN_LISTEN", config.admin_listen).await?;
+        let upstream = match config.mode {
+            UpstreamMode::Proxy => config.upstream.base.to_string(),
+            UpstreamMode::Mock => {
+                "mock: answering from the spec's examples; no upstream or token needed".to_owned()
+            }
+        };
         tracing::info!(
             listen = %listen,
-            upstream = %self.config.upstream.base,
-            spec = %self.spec.origin,
-            overlays = ?self.spec.overlays,
-            operations = self.spec.operations.len(),
-            credential_header = %self.parts.credential_header,
-            audit_log = %self.config.audit.path.display(),
+            admin_listen = %admin_listen,
+            mode = %config.mode,
+            upstream = %upstream,
+            spec = %current.spec.origin,
+            overlays = ?current.spec.overlays,
+            operations = current.spec.operations.len(),
+            auth = %current.auth_summary(),
+            audit_log = %config.audit.path.display(),
+            shutdown_grace_ms = config.shutdown_grace.as_millis() as u64,
             "specgate ready"
         );
-        let service = stack::build(self.parts.clone());
-        server::serve(
-            listener,
-            service,
-            shutdown_signal(),
-            Duration::from_secs(20),
-        )
-        .await;
-        if let Err(error) = self.parts.auditor.flush().await {
+        let grace = config.shutdown_grace;
+        drop(current);
+
+        let admin_stop = Arc::new(tokio::sync::Notify::new());
+        let admin_task = {
+            let live = self.live.clone();
+            let stop = admin_stop.clone();
+            let service = tower::service_fn(move |req| admin::handle(live.clone(), req));
+            tokio::spawn(async move {
+                server::serve(admin, service, stop.notified(), Duration::from_secs(1)).await;
+            })
+        };
+        let reloads = {
+            let live = self.live.clone();
+            let mut hangups = signals.hangup.take();
+            tokio::spawn(async move {
+                while let Some(hangups) = hangups.as_mut() {
+                    if hangups.recv().await.is_none() {
+                        break;
+                    }
+                    let _ = live.reload("SIGHUP").await;
+                }
+            })
+        };
+
+        let live = self.live.clone();
+        let shutdown = async move {
+            let signal = signals.terminate().await;
+            // Readiness fails before anything else changes, so traffic drains first.
+            live.start_draining();
+            tracing::info!(
+                signal,
+                grace_ms = grace.as_millis() as u64,
+                "shutting down: refusing new connections, finishing in-flight requests"
+            );
+        };
+        server::serve(proxy, Serve::new(self.live.clone()), shutdown, grace).await;
+        reloads.abort();
+
+        // Each create's record is synced before its response is released, so once no request
+        // is in flight every acknowledged record is on disk; the flush also leaves the head
+        // file naming the last record (and syncs an `interval` log).
+        if let Err(error) = self.live.auditor().flush().await {
             tracing::error!(%error, "audit log not flushed at shutdown");
         }
+        let in_flight = self.live.metrics().in_flight().get();
+        if in_flight == 0 {
+            tracing::info!(
+                audit_log_writable = self.live.auditor().health().writable(),
+                "in-flight requests finished; every acknowledged audit record is synced"
+            );
+        } else {
+            tracing::warn!(
+                in_flight,
+                "grace period over with requests in flight; they are cut off unanswered"
+            );
+        }
+        admin_stop.notify_one();
+        let _ = admin_task.await;
         tracing::info!("specgate stopped");
         Ok(())
     }
+}
+
+async fn bind(
+    setting: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let error = |source| StartError::Bind {
+        setting,
+        addr,
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let local = listener.local_addr().map_err(error)?;
+    Ok((listener, local))
 }
 
 /// A file-size limit (`ulimit -f`, `LimitFSIZE=`) reached by the audit log must fail the write,
 /// which refuses creates, not kill the sidecar: SIGXFSZ's default action is to terminate. A
 /// registered handler replaces that default for the life of the process.
 fn ignore_file_size_signal() {
-    #[cfg(unix)]
-    if let Err(error) =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
-    {
+    use tokio::signal::unix::{SignalKind, signal};
+    if let Err(error) = signal(SignalKind::from_raw(libc::SIGXFSZ)) {
         tracing::warn!(%error, "cannot handle SIGXFSZ; a file-size limit will stop the process");
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+/// The signals specgate acts on (a Unix sidecar), registered before start-up completes.
+struct Signals {
+    terminate: Option<Signal>,
+    interrupt: Option<Signal>,
+    hangup: Option<Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(error) => {
+                tracing::error!(%error, signal = name, "cannot handle the signal");
+                None
+            }
+        };
+        Signals {
+            terminate: install(SignalKind::terminate(), "SIGTERM"),
+            interrupt: install(SignalKind::interrupt(), "SIGINT"),
+            hangup: install(SignalKind::hangup(), "SIGHUP"),
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// Completes on SIGTERM or SIGINT, naming which.
+    async fn terminate(&mut self) -> &'static str {
+        async fn next(signal: &mut Option<Signal>) {
+            match signal {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = next(&mut self.terminate) => "SIGTERM",
+            () = next(&mut self.interrupt) => "SIGINT",
+        }
+    }
 }

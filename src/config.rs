@@ -52,6 +52,8 @@ settings! {
     AUDIT_HMAC_KEY_FILE = "audit.hmac_key_file", "SPECGATE_AUDIT_HMAC_KEY_FILE";
     AUDIT_MAX_FILE_BYTES = "audit.max_file_bytes", "SPECGATE_AUDIT_MAX_FILE_BYTES";
     AUDIT_KEEP_FILES = "audit.keep_files", "SPECGATE_AUDIT_KEEP_FILES";
+    SHUTDOWN_GRACE_MS = "shutdown_grace_ms", "SPECGATE_SHUTDOWN_GRACE_MS";
+    UPSTREAM_MODE = "upstream.mode", "SPECGATE_UPSTREAM_MODE";
 }
 
 /// The environment variable that holds the token itself. It has no config-file key: a token
@@ -59,6 +61,15 @@ settings! {
 pub const API_TOKEN_ENV: &str = "SPECGATE_API_TOKEN";
 /// The environment variable naming the config file.
 pub const CONFIG_ENV: &str = "SPECGATE_CONFIG";
+/// The environment variable choosing the log format (`json` or `text`).
+pub const LOG_FORMAT_ENV: &str = "SPECGATE_LOG_FORMAT";
+
+/// Every environment variable specgate reads, settings and the rest (`RUST_LOG` included).
+pub fn env_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = SETTINGS.iter().map(|s| s.env).collect();
+    names.extend([API_TOKEN_ENV, CONFIG_ENV, LOG_FORMAT_ENV, "RUST_LOG"]);
+    names
+}
 
 /// A setting that stops start-up.
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +92,12 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Overrides the credential header the spec names.
     pub credential_header: Option<HeaderName>,
-    /// Where the API token comes from.
-    pub token: TokenSource,
+    /// Where the API token comes from; `None` only in mock mode with none configured.
+    pub token: Option<TokenSource>,
+    /// Whether requests are forwarded or answered from the spec's examples.
+    pub mode: UpstreamMode,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
     /// The upstream.
     pub upstream: UpstreamConfig,
     /// The spec and its overlays.
@@ -91,8 +106,27 @@ pub struct Config {
     pub audit: AuditConfig,
 }
 
+/// Where requests go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamMode {
+    /// Forwarded to the upstream (`upstream.mode = "proxy"`, the default).
+    Proxy,
+    /// Answered from the spec's example responses; nothing leaves the machine
+    /// (`upstream.mode = "mock"`, or `specgate serve --mock`).
+    Mock,
+}
+
+impl std::fmt::Display for UpstreamMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UpstreamMode::Proxy => "proxy",
+            UpstreamMode::Mock => "mock",
+        })
+    }
+}
+
 /// Where the API token is read from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
     /// `SPECGATE_API_TOKEN` (the value is read again from the environment when needed, so it
     /// is held in exactly one place: the token store).
@@ -189,6 +223,11 @@ pub mod defaults {
     pub const AUDIT_SYNC_INTERVAL_MS: u64 = 100;
     /// `audit.max_file_bytes`: 64 MiB.
     pub const AUDIT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+    /// `shutdown_grace_ms`
+    pub const SHUTDOWN_GRACE_MS: u64 = 20_000;
+    /// The upstream URL in mock mode when none is configured: nothing is ever sent to it, and
+    /// `.invalid` (RFC 6761) can never resolve, should anything try.
+    pub const MOCK_UPSTREAM: &str = "https://mock.invalid";
 }
 
 /// Raw setting values with where each came from.
@@ -196,6 +235,7 @@ pub mod defaults {
 pub struct Sources {
     values: HashMap<&'static str, (Raw, String)>,
     env_token: bool,
+    force_mock: bool,
 }
 
 #[derive(Debug)]
@@ -223,6 +263,12 @@ impl Sources {
         }
         sources.env_token = env(API_TOKEN_ENV).is_some();
         Ok(sources)
+    }
+
+    /// Mock mode whatever the settings say (`specgate serve --mock`).
+    pub fn force_mock(mut self) -> Self {
+        self.force_mock = true;
+        self
     }
 
     fn read_file(&mut self, path: &Path) -> Result<(), ConfigError> {
@@ -390,15 +436,37 @@ impl Config {
     /// Loads the configuration from the process environment and the file `SPECGATE_CONFIG` (or
     /// `file`, if given) names.
     pub fn from_env(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let env = |name: &str| std::env::var(name).ok();
-        let file = file
-            .map(Path::to_path_buf)
-            .or_else(|| env(CONFIG_ENV).map(PathBuf::from));
-        Config::from_sources(&Sources::load(file.as_deref(), &env)?)
+        Config::load(file, false)
+    }
+
+    /// As [`Config::from_env`], in mock mode if `mock` (whatever the settings say).
+    pub fn load(file: Option<&Path>, mock: bool) -> Result<Config, ConfigError> {
+        let sources = Sources::load(Config::file(file).as_deref(), &|name| {
+            std::env::var(name).ok()
+        })?;
+        Config::from_sources(&if mock { sources.force_mock() } else { sources })
+    }
+
+    /// The config file: `file` if given, else the one `SPECGATE_CONFIG` names.
+    pub fn file(file: Option<&Path>) -> Option<PathBuf> {
+        file.map(Path::to_path_buf)
+            .or_else(|| std::env::var(CONFIG_ENV).ok().map(PathBuf::from))
     }
 
     /// Builds and checks the configuration from raw sources.
     pub fn from_sources(s: &Sources) -> Result<Config, ConfigError> {
+        let mode = match s.string(UPSTREAM_MODE)?.as_deref().map(str::trim) {
+            _ if s.force_mock => UpstreamMode::Mock,
+            None | Some("proxy") => UpstreamMode::Proxy,
+            Some("mock") => UpstreamMode::Mock,
+            Some(other) => {
+                return Err(s.error(
+                    UPSTREAM_MODE,
+                    format!("{other:?} is not a mode; use \"proxy\" or \"mock\""),
+                ));
+            }
+        };
+        let mock = mode == UpstreamMode::Mock;
         let token = match (s.env_token, s.string(API_TOKEN_FILE)?) {
             (true, Some(_)) => {
                 return Err(ConfigError {
@@ -406,8 +474,10 @@ impl Config {
                     message: "both are set; set only one".into(),
                 });
             }
-            (true, None) => TokenSource::Env,
-            (false, Some(path)) => TokenSource::File(PathBuf::from(path)),
+            (true, None) => Some(TokenSource::Env),
+            (false, Some(path)) => Some(TokenSource::File(PathBuf::from(path))),
+            // Mock mode forwards nothing, so it needs no token.
+            (false, None) if mock => None,
             (false, None) => {
                 return Err(ConfigError {
                     setting: format!("{} ({})", API_TOKEN_FILE.env, API_TOKEN_FILE.key),
@@ -432,8 +502,15 @@ impl Config {
             max_body_bytes: s.u64(MAX_BODY_BYTES, defaults::MAX_BODY_BYTES)?,
             credential_header,
             token,
+            mode,
+            shutdown_grace: s.ms(SHUTDOWN_GRACE_MS, defaults::SHUTDOWN_GRACE_MS)?,
             upstream: UpstreamConfig {
-                base: upstream_base(s)?,
+                base: match upstream_base(s) {
+                    Err(_) if mock && s.string(UPSTREAM)?.is_none() => {
+                        Uri::from_static(defaults::MOCK_UPSTREAM)
+                    }
+                    other => other?,
+                },
                 ca_file: s.string(UPSTREAM_CA)?.map(PathBuf::from),
                 timeout: s.ms(UPSTREAM_TIMEOUT_MS, defaults::UPSTREAM_TIMEOUT_MS)?,
                 connect_timeout: s.ms(
@@ -561,8 +638,10 @@ mod tests {
         );
         assert_eq!(c.upstream.timeout, Duration::from_secs(30));
         assert_eq!(c.audit.path, PathBuf::from("audit/specgate-audit.jsonl"));
-        assert!(matches!(c.token, TokenSource::Env));
+        assert!(matches!(c.token, Some(TokenSource::Env)));
         assert!(c.spec.path.is_none() && c.spec.overlays.is_none());
+        assert_eq!(c.mode, UpstreamMode::Proxy);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(20));
     }
 
     #[test]
@@ -723,8 +802,29 @@ mod tests {
         let c = load(Some(&uncommented), &[]).unwrap();
         assert_eq!(c.listen.to_string(), defaults::LISTEN);
         assert_eq!(c.max_body_bytes, defaults::MAX_BODY_BYTES);
-        assert!(matches!(c.token, TokenSource::File(_)));
+        assert!(matches!(c.token, Some(TokenSource::File(_))));
         assert_eq!(c.audit.sync, SyncMode::Always);
         assert_eq!(c.audit.max_file_bytes, defaults::AUDIT_MAX_FILE_BYTES);
+    }
+
+    #[test]
+    fn mock_mode_needs_neither_upstream_nor_token() {
+        let c = load(Some("[upstream]\nmode = \"mock\"\n"), &[]).unwrap();
+        assert_eq!(c.mode, UpstreamMode::Mock);
+        assert!(c.token.is_none());
+        assert_eq!(c.upstream.base, defaults::MOCK_UPSTREAM);
+        // Set, they are still checked.
+        let e = load(
+            Some("[upstream]\nmode = \"mock\"\nurl = \"http://a.example\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("https://"), "{e}");
+        let e = load(Some("[upstream]\nmode = \"fake\"\n"), MINIMAL).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("upstream.mode (upstream.mode in "),
+            "{e}"
+        );
     }
 }

@@ -78,6 +78,19 @@ pub enum Error {
     /// The audit log cannot take records, so creates are refused before they are forwarded.
     #[error("the audit log is not writable; creates are refused until it is")]
     AuditUnavailable,
+    /// No API token is loaded (its file was missing or bad at start-up and has not been
+    /// reloaded since), so nothing can be forwarded.
+    #[error("no API token is loaded; nothing is forwarded until one is")]
+    TokenUnavailable,
+    /// Mock mode, and the spec has no example response for the operation.
+    #[error(
+        "mock mode: the spec has no example 2xx response for operation {operation_id}; add one \
+         (an overlay can) to mock it"
+    )]
+    MockNoExample {
+        /// The operation.
+        operation_id: String,
+    },
     /// The upstream accepted a create, but its audit record could not be written.
     #[error("the upstream answered {upstream_status} but the audit record could not be written")]
     AuditFailedAfterCreate {
@@ -144,7 +157,8 @@ impl Error {
                 StatusCode::BAD_GATEWAY
             }
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Error::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::AuditUnavailable | Error::TokenUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::MockNoExample { .. } => StatusCode::NOT_IMPLEMENTED,
             Error::AuditFailedAfterCreate { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -195,6 +209,13 @@ impl Error {
                 "urn:specgate:problem:audit-unavailable",
                 "Audit log unavailable",
             ),
+            Error::TokenUnavailable => (
+                "urn:specgate:problem:token-unavailable",
+                "API token not loaded",
+            ),
+            Error::MockNoExample { .. } => {
+                ("urn:specgate:problem:mock-no-example", "No example to mock")
+            }
             Error::AuditFailedAfterCreate { .. } => (
                 "urn:specgate:problem:audit-failed-after-create",
                 "Created upstream, but not audited",
@@ -259,7 +280,7 @@ impl Error {
             Error::MethodNotAllowed { allow, .. } => {
                 headers.insert(header::ALLOW, allow.clone());
             }
-            Error::AuditUnavailable => {
+            Error::AuditUnavailable | Error::TokenUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}

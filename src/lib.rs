@@ -9,12 +9,17 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod body;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod layer;
+pub mod metrics;
+pub mod mock;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod spec;

@@ -1,17 +1,29 @@
 //! The `specgate` command.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use specgate::app::{App, StartError};
-use specgate::config::Config;
+use specgate::config::{self, Config};
+
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("SPECGATE_GIT_SHA"),
+    ")"
+);
 
 /// A sidecar gateway for the ActiveCampaign API: validates every request against the OpenAPI
 /// spec, injects the API token the app never holds, forwards over TLS, and audits every create.
+///
+/// Settings come from SPECGATE_* environment variables and the config file
+/// (config/specgate.toml documents each one); the environment wins.
 #[derive(Debug, Parser)]
-#[command(name = "specgate", version, propagate_version = true)]
+#[command(name = "specgate", version, long_version = LONG_VERSION, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,22 +31,72 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the gateway (settings from SPECGATE_* variables and the config file).
+    /// Run the gateway until SIGTERM or SIGINT; SIGHUP reloads config, spec, overlays and token.
     Serve {
         /// The config file (default: $SPECGATE_CONFIG, else none).
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Answer every operation with the spec's own example response instead of forwarding:
+        /// needs neither SPECGATE_UPSTREAM nor a token. Routing, validation and audit are
+        /// unchanged.
+        #[arg(long)]
+        mock: bool,
     },
     /// Inspect the audit log: tail, query, verify.
     Audit(Box<specgate::audit::cli::AuditArgs>),
+    /// Check the settings, spec, overlays and token (present and valid; never printed), then
+    /// print the route table. Exits 1 if anything is wrong.
+    Check {
+        /// The config file (default: $SPECGATE_CONFIG, else none).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Check as `serve --mock` would run: no upstream or token needed.
+        #[arg(long)]
+        mock: bool,
+    },
+    /// Print the route table: method, path, operationId, whether the body is validated, and
+    /// what mock mode answers. Needs no upstream or token.
+    Routes {
+        /// The config file (default: $SPECGATE_CONFIG, else none).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Ask a running specgate's admin listener whether it is alive or ready; exits 0 on 200.
+    /// For container health checks, where there is no curl.
+    Probe {
+        /// What to ask.
+        #[arg(value_enum, default_value_t = Endpoint::Readyz)]
+        endpoint: Endpoint,
+        /// The admin address (default: what `serve` would use: $SPECGATE_ADMIN_LISTEN, the
+        /// config file's admin_listen, else 127.0.0.1:9090).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+    },
+}
+
+/// An admin endpoint to probe.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Endpoint {
+    /// GET /healthz: the process serves.
+    Healthz,
+    /// GET /readyz: spec, token, audit log and upstream are all good.
+    Readyz,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
-            specgate::telemetry::init(std::env::var("SPECGATE_LOG_FORMAT").ok().as_deref());
-            match serve(config) {
+        Command::Serve { config, mock } => {
+            let format = std::env::var(config::LOG_FORMAT_ENV).ok();
+            if let Some(other) = format.as_deref().filter(|f| !matches!(*f, "json" | "text")) {
+                eprintln!(
+                    "specgate: {}: {other:?} is not a log format; use json or text",
+                    config::LOG_FORMAT_ENV
+                );
+                return ExitCode::from(2);
+            }
+            specgate::telemetry::init(format.as_deref());
+            match serve(config, mock) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("specgate: {error}");
@@ -43,17 +105,72 @@ fn main() -> ExitCode {
             }
         }
         Command::Audit(args) => specgate::audit::cli::run(*args),
+        Command::Check { config, mock } => {
+            let report = specgate::cli::check(config.as_deref(), mock);
+            print!("{}", report.out);
+            for problem in &report.problems {
+                eprintln!("specgate check: {problem}");
+            }
+            if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Routes { config } => {
+            let spec = Config::load(config.as_deref(), true)
+                .map_err(|e| e.to_string())
+                .and_then(|c| specgate::spec::Spec::load(&c.spec).map_err(|e| format!("spec {e}")));
+            match spec {
+                Ok(spec) => {
+                    print!(
+                        "{}",
+                        specgate::cli::render_routes(&specgate::cli::route_rows(&spec))
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("specgate routes: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Probe { endpoint, admin } => {
+            // The address `serve` would use: environment, then config file, then default.
+            let admin = admin.unwrap_or_else(|| match Config::load(None, true) {
+                Ok(config) => config.admin_listen,
+                Err(_) => config::defaults::ADMIN_LISTEN
+                    .parse()
+                    .expect("the default is an address"),
+            });
+            let path = match endpoint {
+                Endpoint::Healthz => "/healthz",
+                Endpoint::Readyz => "/readyz",
+            };
+            match specgate::cli::probe(admin, path, Duration::from_secs(3)) {
+                Ok(200) => ExitCode::SUCCESS,
+                Ok(status) => {
+                    eprintln!("specgate probe: {path} answered {status}");
+                    ExitCode::FAILURE
+                }
+                Err(error) => {
+                    eprintln!("specgate probe: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
-fn serve(config: Option<PathBuf>) -> Result<(), StartError> {
-    let config = Config::from_env(config.as_deref())?;
+fn serve(config: Option<PathBuf>, mock: bool) -> Result<(), StartError> {
+    let file = Config::file(config.as_deref());
+    let config = Config::load(file.as_deref(), mock)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("starting the tokio runtime");
     runtime.block_on(async {
-        let app = App::build(config)?;
+        let app = App::build(config, file, mock)?;
         app.run().await
     })
 }

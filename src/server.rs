@@ -12,9 +12,10 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::Service;
+use tower::{Service, ServiceExt};
 
 use crate::body::Body;
+use crate::layer::observe::PeerAddr;
 
 /// Serves `service` on `listener` until `shutdown` completes, then waits up to `grace` for
 /// open connections to finish their requests.
@@ -44,8 +45,8 @@ pub async fn serve<S>(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _peer)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(error) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(%error, "accept failed");
@@ -54,8 +55,13 @@ pub async fn serve<S>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                // Every request knows its peer, for the access log and the admin's loopback check.
+                let service = service.clone().map_request(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    req
+                });
                 let conn = builder
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()))
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -67,7 +73,12 @@ pub async fn serve<S>(
             () = &mut shutdown => break,
         }
     }
+    let addr = listener.local_addr().ok();
     drop(listener);
+    tracing::info!(
+        addr = addr.map(tracing::field::display),
+        "listener closed; finishing open connections"
+    );
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => {

@@ -1,7 +1,8 @@
 //! The request path, top to bottom, in one place.
 //!
 //! ```text
-//! client ─▶ request id ─▶ rescue ─▶ body limit ─▶ route ─▶ validate ─▶ credential ─▶ audit ─▶ upstream
+//! client ─▶ request id ─▶ observe ─▶ rescue ─▶ body limit ─▶ route ─▶ validate ─▶ credential
+//!        ─▶ audit ─▶ upstream metrics ─▶ upstream (or, in mock mode, the spec's examples)
 //! ```
 //!
 //! In a `ServiceBuilder` the first layer added is the outermost: it sees the request first and
@@ -17,15 +18,21 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use crate::audit::Auditor;
 use crate::body::Body;
 use crate::layer::audit::AuditLayer;
-use crate::layer::credential::CredentialLayer;
+use crate::layer::credential::{CredentialLayer, Credentials};
 use crate::layer::limit::BodyLimitLayer;
+use crate::layer::observe::ObserveLayer;
 use crate::layer::request_id::RequestIdLayer;
 use crate::layer::rescue::RescueLayer;
 use crate::layer::route::RouteLayer;
+use crate::layer::upstream_metrics::UpstreamMetricsLayer;
 use crate::layer::validate::ValidateLayer;
+use crate::metrics::Metrics;
+use crate::mock::Mock;
 use crate::route::RouteTable;
-use crate::token::TokenStore;
 use crate::upstream::Upstream;
+
+/// The innermost service: the upstream, or the mock that answers from the spec's examples.
+pub type Backend = tower::util::Either<Upstream, Mock>;
 
 /// Everything the stack is built from.
 #[derive(Clone, Debug)]
@@ -35,13 +42,15 @@ pub struct Parts {
     /// The header the token goes in.
     pub credential_header: HeaderName,
     /// The token.
-    pub tokens: Arc<TokenStore>,
+    pub tokens: Credentials,
     /// The audit log.
     pub auditor: Auditor,
     /// Request bodies over this are refused.
     pub max_body_bytes: u64,
     /// The innermost service.
-    pub upstream: Upstream,
+    pub upstream: Backend,
+    /// Where requests are counted.
+    pub metrics: Metrics,
 }
 
 /// Builds the request path for one listener.
@@ -66,6 +75,8 @@ where
         ]))
         // Outermost of ours: every response, errors included, carries the request id.
         .layer(RequestIdLayer)
+        // Counts and logs every answer as the client gets it, refusals included.
+        .layer(ObserveLayer::new(parts.metrics.clone()))
         // The one place errors become problem+json; inside the id so the body can name it.
         .layer(RescueLayer)
         // Bound the body before anything can read it.
@@ -76,8 +87,10 @@ where
         .layer(ValidateLayer)
         // The stored token replaces whatever the client sent.
         .layer(CredentialLayer::new(parts.credential_header, parts.tokens))
-        // Innermost: sees exactly what the upstream answered, and holds a create's 2xx until
-        // its record is on disk.
+        // Sees exactly what the upstream answered, and holds a create's 2xx until its record
+        // is on disk.
         .layer(AuditLayer::new(parts.auditor))
+        // Times the upstream exchange alone and counts its failures by kind.
+        .layer(UpstreamMetricsLayer::new(parts.metrics))
         .service(parts.upstream)
 }

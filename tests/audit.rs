@@ -26,7 +26,12 @@ async fn a_log_that_cannot_be_written_refuses_creates_before_forwarding() {
     let upstream = Upstream::created(&ca).await;
     // A file-size limit makes the audit file unwritable past 6000 bytes: writes fail with
     // EFBIG, as they would on a full disk.
-    let mut gw = Gateway::launch(&["prlimit", "--fsize=6000"], None, &env_for(&ca, &upstream));
+    let mut gw = Gateway::launch(
+        &["prlimit", "--fsize=6000"],
+        &["serve"],
+        None,
+        &env_for(&ca, &upstream),
+    );
     let mut created = 0;
     let mut refused = 0;
     for i in 0..30 {

@@ -1,11 +1,32 @@
-//! The README's session, as a user runs it: the release build, settings from the environment,
-//! the default audit path under the working directory, and curl.
+//! The README's session, as a newcomer runs it: the release build, its first command
+//! (`serve --mock`, no upstream or token), the default audit path under the working directory,
+//! and the README's own curl command, run by a shell.
 
 mod support;
 
 use std::process::Command;
 
 use support::*;
+
+/// The README's code blocks, in order.
+fn readme_blocks() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    readme
+        .split("```sh\n")
+        .skip(1)
+        .map(|block| block.split("```").next().unwrap().trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_readme_starts_with_the_two_commands() {
+    let blocks = readme_blocks();
+    assert_eq!(blocks[0], "cargo run --release -- serve --mock");
+    assert_eq!(blocks[1], "cargo test --release");
+    let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/run")).unwrap();
+    assert!(ci.lines().any(|l| l.starts_with("cargo test --release")));
+}
 
 #[tokio::test]
 #[cfg_attr(
@@ -18,33 +39,32 @@ async fn the_readme_session_works_with_the_release_binary() {
         "expected target/release/specgate, got {}",
         binary()
     );
-    let ca = TestCa::new();
-    let upstream = Upstream::created(&ca).await;
     let workdir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start_in(Some(workdir.path()), &env_for(&ca, &upstream));
+    // `cargo run --release -- serve --mock`, on port 0 instead of 8080.
+    let gw = Gateway::start_with(&["serve", "--mock"], Some(workdir.path()), &[]);
 
-    let url = gw.url("/api/3/connections");
+    let curl = readme_blocks()
+        .into_iter()
+        .find(|b| b.starts_with("curl "))
+        .expect("the README has a curl example");
+    let curl = curl.replace("127.0.0.1:8080", &gw.addr.to_string());
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("curl")
-            .args([
-                "-sS",
-                "-i",
-                "-X",
-                "POST",
-                &url,
-                "-H",
-                "Content-Type: application/json",
-                "-d",
-            ])
-            .arg(VALID_CREATE)
+        Command::new("sh")
+            .args(["-c", &format!("{curl} -sS")])
             .output()
-            .expect("curl is installed")
+            .expect("sh and curl are installed")
     })
     .await
     .unwrap();
     let response = String::from_utf8_lossy(&output.stdout);
-    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
-    assert!(response.ends_with(CREATED), "{response}");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("x-specgate-mock: true"), "{response}");
+    let body: serde_json::Value =
+        serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::from_str::<serde_json::Value>(CREATED).unwrap()
+    );
 
     let audit = std::fs::read_to_string(workdir.path().join("audit/specgate-audit.jsonl")).unwrap();
     assert_eq!(
@@ -53,5 +73,8 @@ async fn the_readme_session_works_with_the_release_binary() {
         "the audit log gained the attempt and the create"
     );
     assert!(audit.contains(r#""resource_id":"1""#), "{audit}");
-    assert_eq!(upstream.requests()[0].headers["api-token"], CANARY_TOKEN);
+    assert!(
+        audit.contains(r#""operation_id":"create-connection""#),
+        "{audit}"
+    );
 }

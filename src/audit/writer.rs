@@ -127,8 +127,7 @@ pub enum OpenError {
 
 /// Receives measurements from the writer (for metrics). Every method has a no-op default.
 pub trait Observer: Send + Sync + 'static {
-    /// A sync covering `records` records finished, `took` after the oldest of them was handed
-    /// to the writer.
+    /// An `fdatasync` covering `records` records succeeded after `took`.
     fn synced(&self, _records: usize, _took: Duration) {}
     /// A write, sync or head update failed.
     fn failed(&self) {}
@@ -212,7 +211,6 @@ struct Pending {
     /// `None` for a flush: acknowledged once everything queued before it is on disk.
     entry: Option<Entry>,
     ack: Option<(Durability, Ack)>,
-    queued: Instant,
 }
 
 /// How far a record must get before its sender hears back.
@@ -230,7 +228,6 @@ struct SyncJob {
     head: Head,
     records: usize,
     acks: Vec<Ack>,
-    oldest: Option<Instant>,
     /// Update the head before acknowledging (a flush: shutdown wants an exact head).
     head_first: bool,
 }
@@ -352,7 +349,6 @@ impl Auditor {
             .send(Pending {
                 entry,
                 ack: Some((durability, ack)),
-                queued: Instant::now(),
             })
             .await
             .map_err(|_| AuditError::Stopped)?;
@@ -539,11 +535,11 @@ impl Writer {
                     }
                     self.commit(&mut batch, &sync);
                 }
-                _ = tick.tick(), if self.dirty => self.hand_over(Vec::new(), 0, None, false, &sync),
+                _ = tick.tick(), if self.dirty => self.hand_over(Vec::new(), 0, false, &sync),
             }
         }
         if self.dirty {
-            self.hand_over(Vec::new(), 0, None, true, &sync);
+            self.hand_over(Vec::new(), 0, true, &sync);
         }
     }
 
@@ -584,7 +580,6 @@ impl Writer {
             .health
             .last_seq
             .store(self.seq, Ordering::Release);
-        let oldest = batch.iter().map(|p| p.queued).min();
         let flush = batch.iter().any(|p| p.entry.is_none());
         let mut waiting = Vec::new();
         for pending in batch.drain(..) {
@@ -597,8 +592,8 @@ impl Writer {
             }
         }
         match self.options.sync {
-            SyncMode::Always => self.hand_over(waiting, records, oldest, flush, sync),
-            SyncMode::Interval(_) if flush => self.hand_over(waiting, records, oldest, true, sync),
+            SyncMode::Always => self.hand_over(waiting, records, flush, sync),
+            SyncMode::Interval(_) if flush => self.hand_over(waiting, records, true, sync),
             SyncMode::Interval(_) => {
                 self.shared
                     .health
@@ -624,7 +619,6 @@ impl Writer {
         &mut self,
         acks: Vec<Ack>,
         records: usize,
-        oldest: Option<Instant>,
         head_first: bool,
         sync: &std_mpsc::Sender<SyncJob>,
     ) {
@@ -637,7 +631,6 @@ impl Writer {
             },
             records,
             acks,
-            oldest,
             head_first,
         };
         if let Err(std_mpsc::SendError(job)) = sync.send(job) {
@@ -694,12 +687,15 @@ impl Syncer {
             jobs.extend(rx.try_iter());
             // Usually one file; around a rotation, the old one first.
             let mut result = Ok(());
+            let mut sync_took = Duration::ZERO;
             let mut synced: Option<&Arc<File>> = None;
             for job in &jobs {
                 if synced.is_some_and(|f| Arc::ptr_eq(f, &job.file)) {
                     continue;
                 }
+                let started = Instant::now();
                 result = job.file.sync_data();
+                sync_took += started.elapsed();
                 if result.is_err() {
                     break;
                 }
@@ -712,9 +708,7 @@ impl Syncer {
                     self.shared.recover(&health.log_failing);
                     let records: usize = jobs.iter().map(|j| j.records).sum();
                     health.records.fetch_add(records as u64, Ordering::Relaxed);
-                    if let Some(oldest) = jobs.iter().filter_map(|j| j.oldest).min() {
-                        self.shared.observer.synced(records, oldest.elapsed());
-                    }
+                    self.shared.observer.synced(records, sync_took);
                     let head = jobs.last().expect("at least one job").head;
                     if jobs.iter().any(|j| j.head_first) {
                         self.head.write_now(head, &self.shared);

@@ -3,9 +3,11 @@
 pub mod audit;
 pub mod credential;
 pub mod limit;
+pub mod observe;
 pub mod request_id;
 pub mod rescue;
 pub mod route;
+pub mod upstream_metrics;
 pub mod validate;
 
 use std::future::Future;

@@ -1,4 +1,5 @@
-//! Matches each request to a spec operation and records it in the request's extensions.
+//! Matches each request to a spec operation and records it in the request's extensions (and
+//! in the observe layer's slot, for the access log and metrics).
 //! A request that matches none goes no further: 400 for a path that could route around the
 //! spec, 404 for an unknown path, 405 (with `Allow`) for a known path and another method.
 
@@ -10,6 +11,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::RefuseOr;
+use super::observe::OperationSlot;
 use crate::body::Body;
 use crate::error::Error;
 use crate::route::RouteTable;
@@ -60,6 +62,9 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         match self.table.route(req.method(), req.uri().path()) {
             Ok(routed) => {
+                if let Some(slot) = req.extensions().get::<OperationSlot>() {
+                    slot.set(routed.operation.clone());
+                }
                 req.extensions_mut().insert(routed);
                 RefuseOr::inner(self.inner.call(req))
             }

@@ -4,6 +4,7 @@
 //! OpenAPI 3.0 or 3.1), overlays in the Overlay 1.0 format are applied on top, and every
 //! operation with a JSON request body gets a compiled validator. Nothing here runs per request.
 
+mod example;
 mod overlay;
 mod schema;
 
@@ -14,6 +15,7 @@ use http::{HeaderName, Method};
 use jsonschema::Draft;
 use serde_json::Value;
 
+pub use example::{Example, response_example};
 pub use schema::{MAX_VIOLATIONS, RequestSchema};
 
 /// The spec compiled into the binary: the vendor's document as shipped in `schemas/`.
@@ -96,6 +98,8 @@ pub struct Operation {
     /// request body; the operation's `x-specgate-audit: true|false` (set in an overlay) says
     /// otherwise, for a POST that only searches, or a PUT that creates.
     pub creates: bool,
+    /// The spec's example 2xx response, which mock mode answers with.
+    pub example: Option<Example>,
 }
 
 /// An operation's request body.
@@ -267,6 +271,7 @@ fn compile_operation(
         method,
         template: template.to_owned(),
         body,
+        example: response_example(doc, op),
     })
 }
 

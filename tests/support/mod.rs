@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -95,6 +95,8 @@ pub enum Reply {
     With(StatusCode, &'static str, Bytes),
     /// Never answer.
     Hang,
+    /// Answer with the reply once the gate lets one request through.
+    Held(Arc<tokio::sync::Semaphore>, Box<Reply>),
 }
 
 impl Reply {
@@ -113,6 +115,7 @@ type Responder = dyn Fn(&Seen) -> Reply + Send + Sync;
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    arrivals: tokio::sync::watch::Receiver<usize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -138,6 +141,8 @@ impl Upstream {
         let acceptor = tokio_rustls::TlsAcceptor::from(ca.server.clone());
         let respond: Arc<Responder> = Arc::new(respond);
         let log = seen.clone();
+        let (arrived, arrivals) = tokio::sync::watch::channel(0usize);
+        let arrived = Arc::new(arrived);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -146,6 +151,7 @@ impl Upstream {
                 let acceptor = acceptor.clone();
                 let respond = respond.clone();
                 let log = log.clone();
+                let arrived = arrived.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
@@ -153,6 +159,7 @@ impl Upstream {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let respond = respond.clone();
                         let log = log.clone();
+                        let arrived = arrived.clone();
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body
@@ -167,8 +174,13 @@ impl Upstream {
                                 headers: parts.headers,
                                 body,
                             };
-                            let reply = respond(&seen);
+                            let mut reply = respond(&seen);
                             log.lock().unwrap().push(seen);
+                            arrived.send_modify(|n| *n += 1);
+                            if let Reply::Held(gate, then) = reply {
+                                gate.acquire().await.unwrap().forget();
+                                reply = *then;
+                            }
                             match reply {
                                 Reply::With(status, content_type, body) => Ok::<_, Infallible>(
                                     Response::builder()
@@ -178,7 +190,7 @@ impl Upstream {
                                         .body(Full::new(body))
                                         .unwrap(),
                                 ),
-                                Reply::Hang => std::future::pending().await,
+                                Reply::Hang | Reply::Held(..) => std::future::pending().await,
                             }
                         }
                     });
@@ -188,7 +200,24 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen, task }
+        Upstream {
+            addr,
+            seen,
+            arrivals,
+            task,
+        }
+    }
+
+    /// Waits (at most 30 s) until the upstream has received `n` requests.
+    pub async fn wait_for_requests(&self, n: usize) {
+        let mut arrivals = self.arrivals.clone();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            arrivals.wait_for(|seen| *seen >= n),
+        )
+        .await
+        .expect("the upstream did not receive the requests in time")
+        .unwrap();
     }
 
     /// The base URL to give specgate.
@@ -208,17 +237,20 @@ pub fn binary() -> &'static str {
 
 /// A running specgate process.
 pub struct Gateway {
-    child: Child,
+    child: Option<Child>,
     pub addr: SocketAddr,
-    pub stderr: Arc<Mutex<String>>,
+    pub admin: SocketAddr,
+    pub stderr: Arc<(Mutex<String>, Condvar)>,
     pub audit_log: PathBuf,
     pub dir: tempfile::TempDir,
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -247,11 +279,21 @@ impl Gateway {
     }
 
     pub fn start_in(cwd: Option<&Path>, env: &[(String, String)]) -> Gateway {
-        Gateway::launch(&[], cwd, env)
+        Gateway::launch(&[], &["serve"], cwd, env)
     }
 
-    /// Starts specgate under `wrapper` (such as `prlimit --fsize=4096`).
-    pub fn launch(wrapper: &[&str], cwd: Option<&Path>, env: &[(String, String)]) -> Gateway {
+    /// Starts `specgate <args>` (a `serve`) and waits for its ready line.
+    pub fn start_with(args: &[&str], cwd: Option<&Path>, env: &[(String, String)]) -> Gateway {
+        Gateway::launch(&[], args, cwd, env)
+    }
+
+    /// Starts `specgate <args>` under `wrapper` (such as `prlimit --fsize=4096`).
+    pub fn launch(
+        wrapper: &[&str],
+        args: &[&str],
+        cwd: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let mut audit_log = dir.path().join("audit").join("specgate-audit.jsonl");
         if let Some((_, path)) = env.iter().find(|(k, _)| k == "SPECGATE_AUDIT_LOG") {
@@ -266,7 +308,7 @@ impl Gateway {
             None => Command::new(binary()),
         };
         command
-            .arg("serve")
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("SPECGATE_LISTEN", "127.0.0.1:0")
@@ -284,7 +326,7 @@ impl Gateway {
             command.env(k, v);
         }
         let mut child = command.spawn().expect("spawn specgate");
-        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let pipe = child.stderr.take().unwrap();
         let log = stderr.clone();
@@ -294,20 +336,31 @@ impl Gateway {
                 if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
                     && event["message"] == "specgate ready"
                 {
-                    let listen = event["listen"].as_str().unwrap();
-                    let _ = ready_tx.send(listen.parse::<SocketAddr>().unwrap());
+                    let addr = |field: &str| {
+                        event[field]
+                            .as_str()
+                            .unwrap()
+                            .parse::<SocketAddr>()
+                            .unwrap()
+                    };
+                    let _ = ready_tx.send((addr("listen"), addr("admin_listen")));
                 }
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
+                let (text, changed) = &*log;
+                let mut text = text.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+                changed.notify_all();
             }
         });
         // Bounded wait on the ready line itself: no sleeping, no polling.
-        let addr = match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
+        let (addr, admin) = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
-                panic!("specgate did not become ready:\n{}", stderr.lock().unwrap());
+                panic!(
+                    "specgate did not become ready:\n{}",
+                    stderr.0.lock().unwrap()
+                );
             }
         };
         let audit_log = match cwd {
@@ -315,8 +368,9 @@ impl Gateway {
             None => audit_log,
         };
         Gateway {
-            child,
+            child: Some(child),
             addr,
+            admin,
             stderr,
             audit_log,
             dir,
@@ -325,6 +379,56 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, ...) with the system's `kill`.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// Waits (at most 60 s) for the process to exit.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let waited = tokio::task::spawn_blocking(move || {
+            let status = child.wait();
+            (child, status)
+        });
+        match tokio::time::timeout(Duration::from_secs(60), waited).await {
+            Ok(joined) => joined.unwrap().1.unwrap(),
+            Err(_) => panic!("specgate did not exit:\n{}", self.logs()),
+        }
+    }
+
+    /// Waits (at most 30 s) until the log holds `count` JSON events with this message, and
+    /// returns the last of them.
+    pub fn wait_for_log(&self, message: &str, count: usize) -> serde_json::Value {
+        let (text, changed) = &*self.stderr;
+        let matching = |text: &str| -> Vec<serde_json::Value> {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|e| e["message"] == message)
+                .collect()
+        };
+        let guard = text.lock().unwrap();
+        let (guard, timeout) = changed
+            .wait_timeout_while(guard, Duration::from_secs(30), |t| {
+                matching(t).len() < count
+            })
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "no {count} {message:?} events in the log:\n{guard}"
+        );
+        matching(&guard).pop().unwrap()
     }
 
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
@@ -336,23 +440,20 @@ impl Gateway {
     }
 
     pub fn logs(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.0.lock().unwrap().clone()
     }
 
     /// SIGTERM, and wait for the graceful exit; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        self.child.wait().unwrap().code()
+        self.signal("TERM");
+        self.child.take().unwrap().wait().unwrap().code()
     }
 
     /// SIGKILL: no shutdown, no flush, as a crash or an OOM kill would.
     pub fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }
 

@@ -1,0 +1,234 @@
+//! What the `check`, `routes` and `probe` subcommands do, as functions that return text and
+//! problems, so tests can call them without a process.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::{Config, TokenSource, UpstreamMode};
+use crate::route::RouteTable;
+use crate::spec::Spec;
+use crate::token::TokenStore;
+use crate::upstream;
+
+/// One row of the route table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteRow {
+    /// The method.
+    pub method: String,
+    /// The path the app sends (under the spec's base path; the bare template works too).
+    pub path: String,
+    /// The `operationId`.
+    pub operation_id: String,
+    /// Whether the request body is checked against a compiled schema.
+    pub validated: bool,
+    /// The status mock mode answers with, if the spec has an example for it.
+    pub mock: Option<u16>,
+}
+
+/// The route table of a compiled spec, in document order.
+pub fn route_rows(spec: &Spec) -> Vec<RouteRow> {
+    spec.operations
+        .iter()
+        .map(|op| RouteRow {
+            method: op.method.to_string(),
+            path: format!("{}{}", spec.base_path, op.template),
+            operation_id: op.id.clone(),
+            validated: op
+                .body
+                .as_ref()
+                .and_then(|b| b.json.as_ref())
+                .is_some_and(|j| j.schema.is_some()),
+            mock: op.example.as_ref().map(|e| e.status.as_u16()),
+        })
+        .collect()
+}
+
+/// The route table as aligned text, with a header line.
+pub fn render_routes(rows: &[RouteRow]) -> String {
+    let header = ["METHOD", "PATH", "OPERATION", "VALIDATED", "MOCK"];
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.method.clone(),
+                r.path.clone(),
+                r.operation_id.clone(),
+                if r.validated { "yes" } else { "no" }.to_owned(),
+                r.mock
+                    .map_or_else(|| "no example".to_owned(), |s| format!("example {s}")),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cols: &[&str]| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cols.iter().zip(widths).enumerate() {
+            if i + 1 == cols.len() {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &cells {
+        line(&row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+/// What `specgate check` found: lines for stdout and problems for stderr.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    /// What was checked and found good, then the route table.
+    pub out: String,
+    /// Each problem, one line each. Non-empty means the check failed.
+    pub problems: Vec<String>,
+}
+
+/// Checks the settings (file and environment), the spec and its overlays, the token's
+/// presence (read, never printed) and the upstream TLS settings, and prints the route table.
+pub fn check(file: Option<&Path>, mock: bool) -> CheckReport {
+    let mut report = CheckReport::default();
+    let config = match Config::load(file, mock) {
+        Ok(config) => config,
+        Err(error) => {
+            report.problems.push(error.to_string());
+            return report;
+        }
+    };
+    let file = Config::file(file);
+    let _ = writeln!(
+        report.out,
+        "config:   ok ({}; mode {})",
+        file.as_ref().map_or_else(
+            || "no config file".to_owned(),
+            |f| format!("file {}", f.display())
+        ),
+        config.mode
+    );
+    match config.mode {
+        UpstreamMode::Mock => {
+            let _ = writeln!(
+                report.out,
+                "upstream: mock mode; nothing is forwarded, no token is needed"
+            );
+        }
+        UpstreamMode::Proxy => {
+            match upstream::client(&config.upstream) {
+                Ok(_) => {
+                    let _ = writeln!(report.out, "upstream: {}", config.upstream.base);
+                }
+                Err(error) => report.problems.push(error.to_string()),
+            }
+            match &config.token {
+                None => report.problems.push("no API token configured".to_owned()),
+                Some(source) => match TokenStore::load(source.clone()) {
+                    Ok(_) => {
+                        let _ = writeln!(
+                            report.out,
+                            "token:    present ({})",
+                            match source {
+                                TokenSource::File(path) => format!("file {}", path.display()),
+                                TokenSource::Env => crate::config::API_TOKEN_ENV.to_owned(),
+                            }
+                        );
+                    }
+                    Err(error) => report.problems.push(error.to_string()),
+                },
+            }
+        }
+    }
+    let _ = writeln!(report.out, "audit:    {}", config.audit.path.display());
+    let spec = match Spec::load(&config.spec) {
+        Ok(spec) => spec,
+        Err(error) => {
+            report.problems.push(format!("spec {error}"));
+            return report;
+        }
+    };
+    if let Err(error) = RouteTable::new(&spec) {
+        report.problems.push(format!("spec: {error}"));
+        return report;
+    }
+    let _ = writeln!(
+        report.out,
+        "spec:     {} (overlays: {}); {} operations",
+        spec.origin,
+        if spec.overlays.is_empty() {
+            "none".to_owned()
+        } else {
+            spec.overlays.join(", ")
+        },
+        spec.operations.len()
+    );
+    report.out.push('\n');
+    report.out.push_str(&render_routes(&route_rows(&spec)));
+    report
+}
+
+/// Asks the admin listener at `addr` for `path` and returns the status code. An unspecified
+/// address (`0.0.0.0:9090`) is asked on loopback.
+pub fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, String> {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let failed = |e: std::io::Error| format!("{addr}: {e}");
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(failed)?;
+    stream.set_read_timeout(Some(timeout)).map_err(failed)?;
+    stream.set_write_timeout(Some(timeout)).map_err(failed)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .map_err(failed)?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).map_err(failed)?;
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{addr}: not an HTTP response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::SpecSource;
+
+    #[test]
+    fn the_seed_route_table() {
+        let spec = Spec::load(&SpecSource::default()).unwrap();
+        let rows = route_rows(&spec);
+        assert_eq!(
+            rows,
+            [RouteRow {
+                method: "POST".into(),
+                path: "/api/3/connections".into(),
+                operation_id: "create-connection".into(),
+                validated: true,
+                mock: Some(200),
+            }]
+        );
+        let text = render_routes(&rows);
+        assert_eq!(
+            text,
+            "METHOD  PATH                OPERATION          VALIDATED  MOCK\n\
+             POST    /api/3/connections  create-connection  yes        example 200\n"
+        );
+    }
+}

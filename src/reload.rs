@@ -1,0 +1,431 @@
+//! Live reload: everything that can change without a restart (settings, spec, overlays, token,
+//! upstream client) is one [`Generation`], and the served stack is the current generation's.
+//!
+//! A reload builds a whole new generation beside the running one and swaps it in only if every
+//! part of it loaded; a bad new version is refused, logged and counted, and the old one keeps
+//! serving. Each request takes the generation that is current when it arrives and keeps it to
+//! the end, so in-flight requests finish on the version they started with. The listeners and the
+//! audit log are not part of a generation: changing those needs a restart, and a reload says so.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use http::{HeaderName, Request, Response};
+use hyper::body::Incoming;
+use tower::ServiceExt;
+use tower::util::{BoxCloneSyncService, Either, Oneshot};
+use tower_service::Service;
+
+use crate::app::StartError;
+use crate::audit::Auditor;
+use crate::body::Body;
+use crate::config::{Config, TokenSource, UpstreamMode};
+use crate::error::Chain;
+use crate::layer::credential::Credentials;
+use crate::metrics::Metrics;
+use crate::mock::Mock;
+use crate::route::RouteTable;
+use crate::spec::Spec;
+use crate::stack;
+use crate::token::TokenStore;
+use crate::upstream::{self, Upstream};
+
+/// The request path of one generation, boxed so generations can be swapped.
+pub type ProxyService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// One loaded version of everything a reload can change.
+#[derive(Debug)]
+pub struct Generation {
+    /// The settings it was built from.
+    pub config: Config,
+    /// The compiled spec.
+    pub spec: Arc<Spec>,
+    /// The spec's operations, routable.
+    pub routes: Arc<RouteTable>,
+    /// The header the token goes in.
+    pub credential_header: HeaderName,
+    /// The token, or why there is none.
+    pub tokens: Credentials,
+    /// Why no token is loaded, when none is (for readiness and logs; never the token).
+    pub token_problem: Option<String>,
+    /// The stack built from all of the above.
+    pub service: ProxyService,
+}
+
+impl Generation {
+    /// Builds a generation from `config`. `previous` is the running generation on a reload:
+    /// its token store is reloaded in place when the token source is unchanged, so a failed
+    /// token read keeps the old token. At start-up (`previous` is `None`) a token file that
+    /// cannot be read is not fatal: the gateway starts unready and refuses requests until a
+    /// reload loads it; on a reload it refuses the new generation.
+    pub fn build(
+        config: Config,
+        auditor: Auditor,
+        metrics: Metrics,
+        previous: Option<&Generation>,
+    ) -> Result<Generation, StartError> {
+        let spec = Arc::new(Spec::load(&config.spec)?);
+        let routes = Arc::new(RouteTable::new(&spec)?);
+        let backend = match config.mode {
+            UpstreamMode::Mock => Either::Right(Mock),
+            UpstreamMode::Proxy => Either::Left(Upstream::new(
+                upstream::client(&config.upstream)?,
+                &config.upstream,
+            )),
+        };
+        // The token last: nothing else can fail after it is swapped.
+        let (tokens, token_problem) = match (config.mode, &config.token) {
+            (UpstreamMode::Mock, _) | (_, None) => (Credentials::NotNeeded, None),
+            (UpstreamMode::Proxy, Some(source)) => load_token(source, previous, &metrics)?,
+        };
+        let credential_header = config
+            .credential_header
+            .clone()
+            .unwrap_or_else(|| spec.credential_header.clone());
+        let service = ProxyService::new(stack::build::<Body>(stack::Parts {
+            routes: routes.clone(),
+            credential_header: credential_header.clone(),
+            tokens: tokens.clone(),
+            auditor,
+            max_body_bytes: config.max_body_bytes,
+            upstream: backend,
+            metrics,
+        }));
+        Ok(Generation {
+            config,
+            spec,
+            routes,
+            credential_header,
+            tokens,
+            token_problem,
+            service,
+        })
+    }
+
+    /// How the upstream is authenticated, for the start-up summary (never the token).
+    pub fn auth_summary(&self) -> String {
+        match (&self.tokens, &self.config.token) {
+            (Credentials::NotNeeded, _) => "none: mock mode forwards nothing".to_owned(),
+            (Credentials::Missing, _) => format!(
+                "{} header, token NOT loaded: {}",
+                self.credential_header,
+                self.token_problem.as_deref().unwrap_or("unknown")
+            ),
+            (Credentials::Token(_), Some(TokenSource::File(path))) => format!(
+                "{} header, token from the file {}",
+                self.credential_header,
+                path.display()
+            ),
+            (Credentials::Token(_), _) => format!(
+                "{} header, token from {}",
+                self.credential_header,
+                crate::config::API_TOKEN_ENV
+            ),
+        }
+    }
+}
+
+fn load_token(
+    source: &TokenSource,
+    previous: Option<&Generation>,
+    metrics: &Metrics,
+) -> Result<(Credentials, Option<String>), StartError> {
+    let same_store = previous.and_then(|p| match (&p.tokens, &p.config.token) {
+        (Credentials::Token(store), Some(old)) if old == source => Some(store.clone()),
+        _ => None,
+    });
+    let result = match (same_store, previous) {
+        (Some(store), _) => store.reload().map(|()| store),
+        (None, _) => TokenStore::load(source.clone()).map(Arc::new),
+    };
+    if previous.is_some() {
+        metrics.token_reload(result.is_ok());
+    }
+    match result {
+        Ok(store) => Ok((Credentials::Token(store), None)),
+        // At start-up a token file may simply not be there yet (a Secret still being
+        // mounted): start unready rather than not at all. The environment cannot change.
+        Err(error) if previous.is_none() && matches!(source, TokenSource::File(_)) => {
+            tracing::warn!(error = %error, "no API token loaded; requests are refused until a reload (SIGHUP or POST /reload) loads one");
+            Ok((Credentials::Missing, Some(error.to_string())))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The settings a reload cannot apply, with the running and the new value, when they differ.
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, String, String)> {
+    let mut changes = Vec::new();
+    let mut check = |setting: &'static str, old: String, new: String| {
+        if old != new {
+            changes.push((setting, old, new));
+        }
+    };
+    check(
+        crate::config::LISTEN.env,
+        old.listen.to_string(),
+        new.listen.to_string(),
+    );
+    check(
+        crate::config::ADMIN_LISTEN.env,
+        old.admin_listen.to_string(),
+        new.admin_listen.to_string(),
+    );
+    check(
+        crate::config::AUDIT_LOG.env,
+        old.audit.path.display().to_string(),
+        new.audit.path.display().to_string(),
+    );
+    check(
+        crate::config::SHUTDOWN_GRACE_MS.env,
+        old.shutdown_grace.as_millis().to_string(),
+        new.shutdown_grace.as_millis().to_string(),
+    );
+    changes
+}
+
+/// What a successful reload loaded.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// Operations in the new spec.
+    pub operations: usize,
+    /// Settings that changed but wait for a restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// The running gateway's current generation, and what outlives generations.
+#[derive(Debug)]
+pub struct Live {
+    current: ArcSwap<Generation>,
+    auditor: Auditor,
+    metrics: Metrics,
+    config_file: Option<PathBuf>,
+    mock: bool,
+    reloading: tokio::sync::Mutex<()>,
+    draining: AtomicBool,
+}
+
+impl Live {
+    /// Wraps the first generation. A reload reads `config_file` (and the environment) again,
+    /// in mock mode if `mock`.
+    pub fn new(
+        first: Generation,
+        auditor: Auditor,
+        metrics: Metrics,
+        config_file: Option<PathBuf>,
+        mock: bool,
+    ) -> Self {
+        Live {
+            current: ArcSwap::from_pointee(first),
+            auditor,
+            metrics,
+            config_file,
+            mock,
+            reloading: tokio::sync::Mutex::new(()),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The generation serving new requests.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Replaces the current generation; requests already started keep theirs.
+    pub fn swap(&self, next: Generation) {
+        self.current.store(Arc::new(next));
+    }
+
+    /// The audit log (the same for every generation).
+    pub fn auditor(&self) -> &Auditor {
+        &self.auditor
+    }
+
+    /// The metrics (the same for every generation).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Marks the gateway as shutting down: readiness fails from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether the gateway is shutting down.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Reads config, spec, overlays and token again and swaps them in if all of them load.
+    /// One reload runs at a time; `trigger` (`SIGHUP`, `POST /reload`) is logged.
+    pub async fn reload(self: &Arc<Self>, trigger: &'static str) -> Result<Reloaded, String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let live = self.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let previous = live.current();
+            let config = Config::load(live.config_file.as_deref(), live.mock)?;
+            let restart = restart_only_changes(&previous.config, &config);
+            let next = Generation::build(
+                config,
+                live.auditor.clone(),
+                live.metrics.clone(),
+                Some(&previous),
+            )?;
+            Ok::<_, StartError>((next, restart))
+        })
+        .await
+        .map_err(|e| format!("reload task failed: {e}"));
+        let result = match built {
+            Ok(Ok((next, restart))) => {
+                for (setting, old, new) in &restart {
+                    tracing::warn!(setting, running = %old, configured = %new, "changed, but takes effect only after a restart");
+                }
+                let reloaded = Reloaded {
+                    operations: next.spec.operations.len(),
+                    restart_needed: restart.iter().map(|(s, _, _)| *s).collect(),
+                };
+                tracing::info!(
+                    trigger,
+                    operations = reloaded.operations,
+                    spec = %next.spec.origin,
+                    overlays = ?next.spec.overlays,
+                    mode = %next.config.mode,
+                    "config reloaded"
+                );
+                self.swap(next);
+                Ok(reloaded)
+            }
+            Ok(Err(error)) => Err(Chain(&error).to_string()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &result {
+            tracing::error!(trigger, %error, "reload refused; the running version keeps serving");
+        }
+        self.metrics.config_reload(result.is_ok());
+        result
+    }
+}
+
+/// The proxy's service: each request runs on the generation current when it arrives.
+#[derive(Clone, Debug)]
+pub struct Serve {
+    live: Arc<Live>,
+}
+
+impl Serve {
+    /// Serves `live`'s current generation.
+    pub fn new(live: Arc<Live>) -> Self {
+        Serve { live }
+    }
+}
+
+impl<B> Service<Request<B>> for Serve
+where
+    B: Into<Body>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Oneshot<ProxyService, Request<Body>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The clone holds this generation's parts until the response is done.
+        self.live
+            .current
+            .load()
+            .service
+            .clone()
+            .oneshot(req.map(Into::into))
+    }
+}
+
+// hyper's server hands the service `Incoming` bodies; this is the shape it serves.
+const _: fn() = || {
+    fn serves<S: Service<Request<Incoming>>>() {}
+    serves::<Serve>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Sources;
+    use http_body_util::BodyExt;
+    use tower::service_fn;
+
+    fn mock_generation(dir: &std::path::Path) -> (Generation, Auditor) {
+        let sources = Sources::load(None, &|_| None).unwrap().force_mock();
+        let config = Config::from_sources(&sources).unwrap();
+        let auditor =
+            Auditor::open(crate::audit::AuditOptions::new(dir.join("audit.jsonl"))).unwrap();
+        let generation = Generation::build(config, auditor.clone(), Metrics::new(), None).unwrap();
+        (generation, auditor)
+    }
+
+    fn answering(
+        text: &'static str,
+        wait: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) -> ProxyService {
+        let wait = Arc::new(std::sync::Mutex::new(wait));
+        ProxyService::new(service_fn(move |_req: Request<Body>| {
+            let wait = wait.lock().unwrap().take();
+            async move {
+                if let Some(wait) = wait {
+                    let _ = wait.await;
+                }
+                Ok::<_, Infallible>(Response::new(Body::from(text)))
+            }
+        }))
+    }
+
+    async fn text(response: Response<Body>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn in_flight_requests_finish_on_the_generation_they_started_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut first, auditor) = mock_generation(dir.path());
+        let (release, held) = tokio::sync::oneshot::channel();
+        first.service = answering("first", Some(held));
+        let live = Arc::new(Live::new(first, auditor, Metrics::new(), None, true));
+        let mut serve = Serve::new(live.clone());
+
+        let in_flight = tokio::spawn(serve.call(Request::new(Body::empty())));
+        let (mut second, _) = mock_generation(dir.path());
+        second.service = answering("second", None);
+        live.swap(second);
+
+        let after = serve.call(Request::new(Body::empty())).await.unwrap();
+        assert_eq!(text(after).await, "second");
+        release.send(()).unwrap();
+        let before = in_flight.await.unwrap().unwrap();
+        assert_eq!(text(before).await, "first");
+    }
+
+    #[test]
+    fn listeners_and_the_audit_log_need_a_restart() {
+        let sources = |listen: &str| {
+            let listen = listen.to_owned();
+            Config::from_sources(
+                &Sources::load(None, &move |name| {
+                    (name == "SPECGATE_LISTEN").then(|| listen.clone())
+                })
+                .unwrap()
+                .force_mock(),
+            )
+            .unwrap()
+        };
+        let changes = restart_only_changes(&sources("127.0.0.1:1"), &sources("127.0.0.1:2"));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].0, "SPECGATE_LISTEN");
+        assert!(restart_only_changes(&sources("127.0.0.1:1"), &sources("127.0.0.1:1")).is_empty());
+    }
+}

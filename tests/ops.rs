@@ -1,0 +1,459 @@
+//! Operating the gateway, end to end with the real binary: readiness, metrics, graceful
+//! shutdown, live reload and mock mode.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::*;
+
+async fn create(gw: &Gateway, request_id: &str) -> reqwest::Response {
+    client()
+        .post(gw.url("/api/3/connections"))
+        .header("content-type", "application/json")
+        .header("x-request-id", request_id)
+        .header("Api-Token", "client-supplied-token")
+        .body(VALID_CREATE)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn readyz(gw: &Gateway) -> (StatusCode, Value) {
+    let response = client().get(gw.admin_url("/readyz")).send().await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+async fn reload(gw: &Gateway) -> (StatusCode, Value) {
+    let response = client().post(gw.admin_url("/reload")).send().await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+/// Parses a Prometheus text exposition into `series → value`, failing on any line that is
+/// neither a comment nor `name{labels} value`.
+fn parse_exposition(text: &str) -> HashMap<String, f64> {
+    let mut series = HashMap::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix("# ") {
+            assert!(
+                comment.starts_with("HELP ") || comment.starts_with("TYPE "),
+                "{line}"
+            );
+            continue;
+        }
+        let (name, value) = line.rsplit_once(' ').expect(line);
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("not a number: {line}")),
+        };
+        let metric = name.split('{').next().unwrap();
+        assert!(
+            metric
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name: {line}"
+        );
+        assert!(
+            !name.contains('{') || name.ends_with('}'),
+            "bad labels: {line}"
+        );
+        series.insert(name.to_owned(), value);
+    }
+    series
+}
+
+async fn metrics(gw: &Gateway) -> (String, HashMap<String, f64>) {
+    let response = client().get(gw.admin_url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = response.text().await.unwrap();
+    let parsed = parse_exposition(&text);
+    (text, parsed)
+}
+
+#[tokio::test]
+async fn a_missing_token_file_starts_unready_and_a_reload_makes_it_ready() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let env = env_for(&ca, &upstream);
+    let token_file = ca.dir.path().join("token");
+    std::fs::remove_file(&token_file).unwrap();
+    let gw = Gateway::start(&env);
+
+    let health = client().get(gw.admin_url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "alive, if not ready");
+    let (status, body) = readyz(&gw).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["failing"], serde_json::json!(["token"]), "{body}");
+    let detail = body["checks"]["token"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("SPECGATE_API_TOKEN_FILE") && detail.contains("cannot be read"),
+        "{detail}"
+    );
+    let refused = create(&gw, "no-token").await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:specgate:problem:token-unavailable");
+    assert!(
+        upstream.requests().is_empty(),
+        "nothing forwarded without a token"
+    );
+
+    std::fs::write(&token_file, format!("{CANARY_TOKEN}\n")).unwrap();
+    let (status, body) = reload(&gw).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = readyz(&gw).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "ready");
+    assert_eq!(
+        create(&gw, "with-token").await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(upstream.requests()[0].headers["api-token"], CANARY_TOKEN);
+
+    // Gone again: a reload fails and the loaded token keeps serving.
+    std::fs::remove_file(&token_file).unwrap();
+    let (status, body) = reload(&gw).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(!body.to_string().contains(CANARY_TOKEN));
+    assert_eq!(create(&gw, "old-token").await.status(), StatusCode::CREATED);
+    assert_eq!(upstream.requests()[1].headers["api-token"], CANARY_TOKEN);
+    let (text, m) = metrics(&gw).await;
+    assert_eq!(m[r#"specgate_token_reloads_total{result="success"}"#], 1.0);
+    assert_eq!(m[r#"specgate_token_reloads_total{result="failure"}"#], 1.0);
+    assert!(!text.contains(CANARY_TOKEN));
+    assert!(!gw.logs().contains(CANARY_TOKEN));
+}
+
+#[tokio::test]
+async fn an_audit_log_that_fails_turns_readiness_off_and_refuses_creates() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    // A file-size limit makes every audit write fail (EFBIG), as a full disk would (ENOSPC).
+    let gw = Gateway::launch(
+        &["prlimit", "--fsize=100"],
+        &["serve"],
+        None,
+        &env_for(&ca, &upstream),
+    );
+    let (status, body) = readyz(&gw).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The attempt record cannot be written, so the create is refused before it is forwarded.
+    let refused = create(&gw, "first").await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:specgate:problem:audit-unavailable");
+    let (status, body) = readyz(&gw).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["failing"], serde_json::json!(["audit"]), "{body}");
+
+    let refused = create(&gw, "second").await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(upstream.requests().is_empty(), "no create was forwarded");
+    let (_, m) = metrics(&gw).await;
+    assert!(m["specgate_audit_errors_total"] >= 2.0, "{m:?}");
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count_what_happened() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let gw = Gateway::start(&env_for(&ca, &upstream));
+    let (_, before) = metrics(&gw).await;
+    assert_eq!(before["specgate_requests_in_flight"], 0.0);
+
+    for id in ["metrics-req-1", "metrics-req-2"] {
+        assert_eq!(create(&gw, id).await.status(), StatusCode::CREATED);
+    }
+    let invalid = client()
+        .post(gw.url("/connections"))
+        .header("content-type", "application/json")
+        .body(r#"{"connection":{"service":"s"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let unknown = client()
+        .get(gw.url("/api/3/secret-customer-42"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let wrong_method = client()
+        .get(gw.url("/api/3/connections"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    let (text, m) = metrics(&gw).await;
+    let expect = [
+        (
+            r#"specgate_requests_total{operation="create-connection",method="POST",status_class="2xx"}"#,
+            2.0,
+        ),
+        (
+            r#"specgate_requests_total{operation="create-connection",method="POST",status_class="4xx"}"#,
+            1.0,
+        ),
+        (
+            r#"specgate_requests_total{operation="unmatched",method="GET",status_class="4xx"}"#,
+            2.0,
+        ),
+        (
+            r#"specgate_validation_failures_total{operation="create-connection",reason="schema-violation"}"#,
+            1.0,
+        ),
+        (
+            r#"specgate_upstream_duration_seconds_count{operation="create-connection"}"#,
+            2.0,
+        ),
+        ("specgate_requests_in_flight", 0.0),
+    ];
+    for (series, value) in expect {
+        assert_eq!(m.get(series), Some(&value), "{series}:\n{text}");
+    }
+    let build = m
+        .keys()
+        .find(|k| k.starts_with("specgate_build_info{"))
+        .expect("build info");
+    assert!(
+        build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{build}"
+    );
+    for series in [
+        "specgate_audit_records_total",
+        "specgate_audit_errors_total",
+        "specgate_audit_sync_duration_seconds_count",
+    ] {
+        assert!(m.contains_key(series), "{series} is exposed:\n{text}");
+    }
+    for never in [
+        CANARY_TOKEN,
+        "client-supplied-token",
+        "metrics-req-1",
+        "secret-customer-42",
+        "toystore123",
+    ] {
+        assert!(!text.contains(never), "{never} in the metrics");
+    }
+
+    // One access-log event per request, none with a credential.
+    let access: Vec<Value> = gw
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["message"] == "request")
+        .collect();
+    assert_eq!(access.len(), 5, "{}", gw.logs());
+    let first = access
+        .iter()
+        .find(|e| e["request_id"] == "metrics-req-1")
+        .unwrap();
+    assert_eq!(first["operation"], "create-connection");
+    assert_eq!(first["status"], 201);
+    assert_eq!(first["upstream_status"], 201);
+    assert_eq!(first["bytes_in"], VALID_CREATE.len());
+    assert!(first["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(first["latency_ms"].as_f64().unwrap() > 0.0);
+    let headers = first["headers"].as_str().expect("headers at debug level");
+    assert!(headers.contains("api-token: <redacted>"), "{headers}");
+    assert!(!gw.logs().contains("client-supplied-token"));
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
+    let ca = TestCa::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let upstream = Upstream::start(&ca, move |_| {
+        Reply::Held(held.clone(), Box::new(Reply::json(201, CREATED)))
+    })
+    .await;
+    let mut gw = Gateway::start(&env_for(&ca, &upstream));
+
+    let ids = ["drain-1", "drain-2", "drain-3"];
+    let in_flight: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (url, id) = (gw.url("/api/3/connections"), id.to_string());
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("x-request-id", id)
+                    .body(VALID_CREATE)
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    upstream.wait_for_requests(ids.len()).await;
+
+    gw.signal("TERM");
+    // The proxy listener is closed; the admin listener still answers while draining.
+    gw.wait_for_log("listener closed; finishing open connections", 1);
+    let (status, body) = readyz(&gw).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["failing"], serde_json::json!(["shutdown"]), "{body}");
+    let late = client()
+        .post(gw.url("/api/3/connections"))
+        .header("content-type", "application/json")
+        .body(VALID_CREATE)
+        .send()
+        .await;
+    assert!(
+        late.as_ref().is_err_and(|e| e.is_connect()),
+        "a new connection is refused: {late:?}"
+    );
+
+    gate.add_permits(ids.len());
+    for request in in_flight {
+        let response = request
+            .await
+            .unwrap()
+            .expect("an in-flight request is answered");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(response.text().await.unwrap(), CREATED);
+    }
+    let status = gw.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{}", gw.logs());
+    let audited: Vec<String> = gw
+        .audit_lines()
+        .iter()
+        .filter(|r| r["outcome"] == "created")
+        .map(|r| r["request_id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut audited = audited;
+    audited.sort();
+    assert_eq!(audited, ids, "every answered create is on disk");
+    assert!(
+        gw.logs()
+            .contains("in-flight requests finished; every acknowledged audit record is synced")
+    );
+}
+
+#[tokio::test]
+async fn sighup_applies_a_good_config_and_refuses_a_bad_one() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let mut env = env_for(&ca, &upstream);
+    let config = ca.dir.path().join("specgate.toml");
+    std::fs::write(&config, "max_body_bytes = 100000\n").unwrap();
+    env.push(("SPECGATE_CONFIG".into(), config.display().to_string()));
+    let gw = Gateway::start(&env);
+    assert_eq!(create(&gw, "before").await.status(), StatusCode::CREATED);
+
+    // Good: a smaller body limit applies to the next request.
+    std::fs::write(&config, "max_body_bytes = 100\n").unwrap();
+    gw.signal("HUP");
+    let reloaded = gw.wait_for_log("config reloaded", 1);
+    assert_eq!(reloaded["trigger"], "SIGHUP");
+    assert_eq!(
+        create(&gw, "after-good").await.status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+
+    // Bad: a spec that does not exist. Nothing of it applies, not even the good parts.
+    std::fs::write(
+        &config,
+        "max_body_bytes = 100000\n[spec]\npath = \"/nonexistent/spec.yaml\"\n",
+    )
+    .unwrap();
+    gw.signal("HUP");
+    let refused = gw.wait_for_log("reload refused; the running version keeps serving", 1);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/spec.yaml"),
+        "{refused}"
+    );
+    assert_eq!(
+        create(&gw, "after-bad").await.status(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "the old version keeps serving"
+    );
+
+    // And a file that is not TOML, through the admin endpoint.
+    std::fs::write(&config, "max_body_bytes = \n").unwrap();
+    let (status, body) = reload(&gw).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["error"].as_str().unwrap().contains("not valid TOML"),
+        "{body}"
+    );
+    let (_, m) = metrics(&gw).await;
+    assert_eq!(m[r#"specgate_config_reloads_total{result="success"}"#], 1.0);
+    assert_eq!(m[r#"specgate_config_reloads_total{result="failure"}"#], 2.0);
+    let (status, _) = readyz(&gw).await;
+    assert_eq!(status, StatusCode::OK, "a refused reload leaves it ready");
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn mock_mode_answers_from_the_spec_with_no_upstream_or_token() {
+    let gw = Gateway::start_with(&["serve", "--mock"], None, &[]);
+    let ready = gw.wait_for_log("specgate ready", 1);
+    assert_eq!(ready["mode"], "mock");
+    assert!(
+        ready["upstream"]
+            .as_str()
+            .unwrap()
+            .contains("no upstream or token needed"),
+        "{ready}"
+    );
+
+    let response = create(&gw, "mocked-1").await;
+    assert_eq!(response.status(), StatusCode::OK, "the spec's 200 example");
+    assert_eq!(response.headers()["x-specgate-mock"], "true");
+    assert_eq!(response.headers()["x-request-id"], "mocked-1");
+    let body: Value = response.json().await.unwrap();
+    let example: Value = serde_json::from_str(CREATED).unwrap();
+    assert_eq!(body, example, "the seed's string example, parsed");
+
+    // The same validation as in front of the real API.
+    let invalid = client()
+        .post(gw.url("/connections"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let wrong = client()
+        .get(gw.url("/api/3/connections"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    // And the same audit.
+    let lines = gw.audit_lines();
+    assert_eq!(lines.len(), 2, "the attempt, then the create");
+    assert_eq!(lines[1]["outcome"], "created");
+    assert_eq!(lines[1]["request_id"], "mocked-1");
+    assert_eq!(lines[1]["resource_id"], "1");
+    assert_eq!(lines[1]["upstream_status"], 200);
+
+    let (status, body) = readyz(&gw).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, m) = metrics(&gw).await;
+    assert!(
+        !m.keys().any(|k| k.starts_with("specgate_upstream_duration")
+            && k.contains("create-connection")),
+        "nothing was forwarded, so no upstream time"
+    );
+}
