@@ -66,7 +66,7 @@ fn hot_paths(c: &mut Criterion) {
     entry.path = Some("/api/3/connections".into());
     entry.upstream_status = Some(201);
     entry.resource_id = Some("1".into());
-    entry.resource = Some(ResourceFields::new(body, Some("connection".into())));
+    entry.resource = Some(ResourceFields::new(&body, Some("connection")));
     entry.latency_ms = Some(12.5);
     let mut out = Vec::with_capacity(1024);
     c.bench_function("audit record seal", |b| {

@@ -6,7 +6,7 @@
 //! configured): a log cut short no longer matches it.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -180,23 +180,35 @@ pub struct Head {
     pub hash: Hash,
 }
 
+/// One slot of the head file, as JSON.
 #[derive(Serialize, Deserialize)]
-struct HeadFile {
+struct Slot {
     seq: u64,
     hash: String,
+    /// The first 8 bytes of SHA-256 over the slot's claim: a torn slot does not check out.
+    sum: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mac: Option<String>,
 }
 
-fn head_mac(key: &MacKey, head: &Head) -> Hash {
-    key.mac(
-        format!(
-            "specgate-audit-head:{}:{}",
-            head.seq,
-            hex::encode(head.hash)
-        )
-        .as_bytes(),
+/// Each slot is a fixed-size line, so a slot is rewritten in place without touching the other.
+const SLOT: usize = 256;
+
+fn claim(head: &Head) -> String {
+    format!(
+        "specgate-audit-head:{}:{}",
+        head.seq,
+        hex::encode(head.hash)
     )
+}
+
+fn head_sum(head: &Head) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, claim(head).as_bytes());
+    hex::encode(&digest.as_ref()[..8])
+}
+
+fn head_mac(key: &MacKey, head: &Head) -> Hash {
+    key.mac(claim(head).as_bytes())
 }
 
 /// Why a head file cannot be trusted.
@@ -225,6 +237,9 @@ pub enum HeadError {
 }
 
 /// Reads the head file; `None` if there is none.
+///
+/// The file has two slots written alternately; the head is the valid slot with the higher seq,
+/// so a slot torn by a crash mid-write leaves the other one standing.
 pub fn read_head(path: &Path, key: Option<&MacKey>) -> Result<Option<Head>, HeadError> {
     let shown = path.display().to_string();
     let bytes = match fs::read(path) {
@@ -237,36 +252,91 @@ pub fn read_head(path: &Path, key: Option<&MacKey>) -> Result<Option<Head>, Head
             });
         }
     };
-    let invalid = || HeadError::Invalid {
-        path: shown.clone(),
-    };
-    let file: HeadFile = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-    let head = Head {
-        seq: file.seq,
-        hash: decode_hash(file.hash.as_bytes()).ok_or_else(invalid)?,
-    };
-    if let Some(key) = key {
-        let stated = file.mac.as_deref().and_then(|m| decode_hash(m.as_bytes()));
-        if stated != Some(head_mac(key, &head)) {
-            return Err(HeadError::Mac { path: shown });
+    let mut best: Option<Head> = None;
+    let mut mac_failed = false;
+    for slot in bytes.chunks(SLOT) {
+        let Ok(slot) = serde_json::from_slice::<Slot>(slot.trim_ascii_end()) else {
+            continue;
+        };
+        let Some(hash) = decode_hash(slot.hash.as_bytes()) else {
+            continue;
+        };
+        let head = Head {
+            seq: slot.seq,
+            hash,
+        };
+        if slot.sum != head_sum(&head) {
+            continue;
+        }
+        if let Some(key) = key {
+            let stated = slot.mac.as_deref().and_then(|m| decode_hash(m.as_bytes()));
+            if stated != Some(head_mac(key, &head)) {
+                mac_failed = true;
+                continue;
+            }
+        }
+        if best.is_none_or(|b| head.seq >= b.seq) {
+            best = Some(head);
         }
     }
-    Ok(Some(head))
+    match best {
+        Some(head) => Ok(Some(head)),
+        None if mac_failed => Err(HeadError::Mac { path: shown }),
+        None => Err(HeadError::Invalid { path: shown }),
+    }
 }
 
-/// Replaces the head file atomically: a reader sees the old head or the new one, never half.
+/// The head file, open for in-place updates: each write fills the slot not written last and
+/// syncs it, with no file created, renamed or resized (no metadata to journal).
+#[derive(Debug)]
+pub struct HeadFile {
+    file: File,
+    key: Option<MacKey>,
+    next_slot: u64,
+}
+
+impl HeadFile {
+    /// Opens (creating) the head file at `path`.
+    pub fn open(path: &Path, key: Option<MacKey>) -> io::Result<HeadFile> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        Ok(HeadFile {
+            file,
+            key,
+            next_slot: 0,
+        })
+    }
+
+    /// Writes `head` into the next slot and syncs it.
+    pub fn write(&mut self, head: &Head) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let slot = Slot {
+            seq: head.seq,
+            hash: hex::encode(head.hash),
+            sum: head_sum(head),
+            mac: self.key.as_ref().map(|k| hex::encode(head_mac(k, head))),
+        };
+        let mut line = serde_json::to_vec(&slot)?;
+        line.resize(SLOT - 1, b' ');
+        line.push(b'\n');
+        self.file
+            .write_all_at(&line, self.next_slot % 2 * SLOT as u64)?;
+        self.file.sync_data()?;
+        self.next_slot += 1;
+        Ok(())
+    }
+}
+
+/// Writes `head` to the head file at `path` (opening it for this one write).
 pub fn write_head(path: &Path, head: &Head, key: Option<&MacKey>) -> io::Result<()> {
-    let file = HeadFile {
-        seq: head.seq,
-        hash: hex::encode(head.hash),
-        mac: key.map(|k| hex::encode(head_mac(k, head))),
-    };
-    let tmp = sibling(path, ".tmp");
-    let mut out = File::create(&tmp)?;
-    serde_json::to_writer(&mut out, &file)?;
-    out.write_all(b"\n")?;
-    out.sync_data()?;
-    fs::rename(&tmp, path)
+    let mut file = HeadFile::open(path, key.cloned())?;
+    // Fill both slots: whatever was there before no longer counts.
+    file.write(head)?;
+    file.write(head)
 }
 
 /// Makes a rename or creation in `dir` durable.
@@ -346,6 +416,37 @@ mod tests {
         assert!(matches!(
             read_head(&path, Some(&key)),
             Err(HeadError::Mac { .. })
+        ));
+    }
+
+    #[test]
+    fn a_torn_head_slot_leaves_the_other_standing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl.head");
+        let mut file = HeadFile::open(&path, None).unwrap();
+        file.write(&Head {
+            seq: 1,
+            hash: [1; 32],
+        })
+        .unwrap();
+        file.write(&Head {
+            seq: 2,
+            hash: [2; 32],
+        })
+        .unwrap();
+        assert_eq!(read_head(&path, None).unwrap().unwrap().seq, 2);
+        // A crash mid-write tears the newest slot: the older one stands (a head behind the log
+        // is allowed; one ahead of it never is).
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[SLOT + 10] = b'9';
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_head(&path, None).unwrap().unwrap().seq, 1);
+        // With both slots torn, nothing can be trusted.
+        bytes[10] = b'9';
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            read_head(&path, None),
+            Err(HeadError::Invalid { .. })
         ));
     }
 }

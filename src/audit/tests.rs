@@ -1,7 +1,6 @@
 //! The writer and the verifier against real files.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::verify::verify;
 use super::*;
@@ -16,8 +15,8 @@ fn created(n: usize) -> Entry {
     entry.operation_id = Some("create-connection".into());
     entry.upstream_status = Some(201);
     entry.resource = Some(ResourceFields::new(
-        Arc::new(serde_json::json!({"connection": {"externalid": format!("x{n}")}})),
-        Some("connection".into()),
+        &serde_json::json!({"connection": {"externalid": format!("x{n}")}}),
+        Some("connection"),
     ));
     entry
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::files::{self, Head, HeadError, LogFiles};
+use super::files::{self, Head, HeadError, HeadFile, LogFiles};
 use super::record::{Entry, GENESIS, Hash, MacKey, Outcome, open, seal};
 
 /// Most records written by one write.
@@ -274,12 +274,17 @@ impl Auditor {
             path: "audit writer threads".into(),
             source,
         };
+        let head_file =
+            HeadFile::open(&writer.files.head(), writer.options.key.clone()).map_err(|source| {
+                OpenError::Io {
+                    path: writer.files.head().display().to_string(),
+                    source,
+                }
+            })?;
         let head_slot = Arc::new(HeadSlot {
-            path: writer.files.head(),
-            key: writer.options.key.clone(),
             state: Mutex::default(),
             changed: Condvar::new(),
-            writing: Mutex::new(0),
+            writing: Mutex::new((head_file, writer.seq)),
         });
         let head_writer = HeadWriter {
             slot: head_slot.clone(),
@@ -734,13 +739,12 @@ impl Syncer {
 /// The newest head waiting to be written; the head thread takes it, so a burst of syncs costs
 /// one head update, not one each.
 struct HeadSlot {
-    path: PathBuf,
-    key: Option<MacKey>,
     state: Mutex<HeadState>,
     changed: Condvar,
-    /// Held while a head update runs (so `write_now` never races the head thread), with the seq
-    /// of the last head written: an older one that arrives late is not written over it.
-    writing: Mutex<u64>,
+    /// The head file, held while an update runs (so `write_now` never races the head thread),
+    /// with the seq of the last head written: an older one that arrives late is not written
+    /// over it.
+    writing: Mutex<(HeadFile, u64)>,
 }
 
 #[derive(Default)]
@@ -767,12 +771,13 @@ impl HeadSlot {
     }
 
     fn write(&self, head: Head, shared: &Shared) {
-        let mut last = self.writing.lock().expect("head writer");
+        let mut writing = self.writing.lock().expect("head writer");
+        let (file, last) = &mut *writing;
         if head.seq < *last {
             return;
         }
         *last = head.seq;
-        match files::write_head(&self.path, &head, self.key.as_ref()) {
+        match file.write(&head) {
             Ok(()) => shared.recover(&shared.health.head_failing),
             Err(e) => {
                 shared.fail(&shared.health.head_failing, "head file", &e);

@@ -7,7 +7,6 @@
 //! `rejected` (other status) or `failed` (no answer) record follows and is synced before the
 //! response is released. Other operations pass straight through.
 
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -37,12 +36,18 @@ pub struct CreateRequest {
     path: String,
     client: Option<String>,
     resource_key: Option<String>,
-    body: Option<Arc<serde_json::Value>>,
+    resource: Option<ResourceFields>,
 }
 
 impl CreateRequest {
     /// Takes what the records need from a request about to be forwarded.
     pub fn of<B>(req: &Request<B>, routed: &Routed) -> Self {
+        let resource_key = routed
+            .operation
+            .body
+            .as_ref()
+            .and_then(|b| b.json.as_ref())
+            .and_then(|j| j.resource_key.clone());
         CreateRequest {
             request_id: req
                 .extensions()
@@ -52,13 +57,11 @@ impl CreateRequest {
             method: req.method().to_string(),
             path: req.uri().path().to_owned(),
             client: None,
-            resource_key: routed
-                .operation
-                .body
-                .as_ref()
-                .and_then(|b| b.json.as_ref())
-                .and_then(|j| j.resource_key.clone()),
-            body: req.extensions().get::<ParsedBody>().map(|b| b.0.clone()),
+            resource: req
+                .extensions()
+                .get::<ParsedBody>()
+                .map(|b| ResourceFields::new(&b.0, resource_key.as_deref())),
+            resource_key,
         }
     }
 
@@ -70,10 +73,7 @@ impl CreateRequest {
             method: Some(self.method.clone()),
             path: Some(self.path.clone()),
             client: self.client.clone(),
-            resource: self
-                .body
-                .clone()
-                .map(|body| ResourceFields::new(body, self.resource_key.clone())),
+            resource: self.resource.clone(),
             ..Entry::new(outcome)
         }
     }
