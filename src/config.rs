@@ -149,6 +149,7 @@ impl AuditConfig {
             key,
             max_file_bytes: self.max_file_bytes,
             keep_files: self.keep_files,
+            shipped: None,
         })
     }
 }
