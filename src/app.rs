@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::audit::ship::{ShipStats, Shipper};
 use crate::audit::{Auditor, OpenError};
 use crate::config::{Config, ConfigError};
 use crate::route::{RouteError, RouteTable};
@@ -55,6 +56,8 @@ pub struct App {
     pub spec: Arc<Spec>,
     /// What the stack is built from.
     pub parts: stack::Parts,
+    /// The audit shipper's counters and lag, when shipping to PostgreSQL is on.
+    pub ship_stats: Option<Arc<ShipStats>>,
 }
 
 impl App {
@@ -64,7 +67,20 @@ impl App {
         let routes = Arc::new(RouteTable::new(&spec)?);
         let tokens = Arc::new(TokenStore::load(config.token.clone())?);
         ignore_file_size_signal();
-        let auditor = Auditor::open(config.audit.options()?)?;
+        let mut audit_options = config.audit.options()?;
+        // With shipping on, retention keeps the files the database does not have yet.
+        let ship_stats = config.audit.ship.as_ref().map(|_| ShipStats::new());
+        audit_options.shipped = ship_stats.as_ref().map(|s| s.watermark());
+        let audit_key = audit_options.key.clone();
+        let auditor = Auditor::open(audit_options)?;
+        if let (Some(ship), Some(stats)) = (&config.audit.ship, &ship_stats) {
+            Shipper::new(ship.clone(), &config.audit.path, audit_key, stats.clone())
+                .spawn()
+                .map_err(|source| OpenError::Io {
+                    path: "audit shipper thread".into(),
+                    source,
+                })?;
+        }
         let client = upstream::client(&config.upstream)?;
         let parts = stack::Parts {
             routes,
@@ -81,6 +97,7 @@ impl App {
             config,
             spec,
             parts,
+            ship_stats,
         })
     }
 
