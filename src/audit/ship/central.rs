@@ -51,13 +51,15 @@ fn select(node: Option<&str>, filter: &Filter) -> (String, Vec<String>) {
     let mut params = Vec::new();
     let mut push = |clause: &str, value: String| {
         params.push(value);
-        sql.push_str(&format!(" AND {clause} ${}::text", params.len()));
+        let param = format!("${}::text", params.len());
+        sql.push_str(" AND ");
+        sql.push_str(&clause.replace('?', &param));
     };
     if let Some(node) = node {
-        push("node =", node.to_owned());
+        push("node = ?", node.to_owned());
     }
     if let Some(since) = filter.since {
-        push("ts >=", rfc3339(since));
+        push("ts >= (?)::timestamptz", rfc3339(since));
     }
     for (column, value) in [
         ("service", &filter.service),
@@ -67,13 +69,13 @@ fn select(node: Option<&str>, filter: &Filter) -> (String, Vec<String>) {
         ("request_id", &filter.request_id),
     ] {
         if let Some(value) = value {
-            push(&format!("{column} ="), value.clone());
+            push(&format!("{column} = ?"), value.clone());
         }
     }
     if let Some(outcome) = filter.outcome.as_deref()
         && outcome != "unknown"
     {
-        push("outcome =", outcome.to_owned());
+        push("outcome = ?", outcome.to_owned());
     }
     // In time order; a create's attempt comes before its outcome (earlier ts, or the same ts
     // and a lower seq), which the per-node collapse relies on.

@@ -209,7 +209,10 @@ impl Shipper {
         let mut failing = false;
         loop {
             let stop = self.session(&mut failing).await;
-            self.stats.connected.store(false, Ordering::Release);
+            if self.stats.connected.swap(false, Ordering::AcqRel) {
+                // It got through setup: this is a new failure, not the same one again.
+                backoff = Duration::from_millis(100);
+            }
             match stop {
                 Stop::Retry(error) => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
