@@ -217,14 +217,27 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 pub async fn migrate(client: &mut Client) -> Result<i32, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     tx.batch_execute(
-        "SELECT pg_advisory_xact_lock(hashtext(coalesce(current_schema(), '') || '.specgate_audit'));
-         CREATE TABLE IF NOT EXISTS specgate_audit_migrations (
-             version    integer     PRIMARY KEY,
-             name       text        NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         );",
+        "SELECT pg_advisory_xact_lock(hashtext(coalesce(current_schema(), '') || '.specgate_audit'))",
     )
     .await?;
+    // Look before creating: once migrated, the role needs no CREATE privilege any more.
+    let exists: bool = tx
+        .query_one(
+            "SELECT to_regclass('specgate_audit_migrations') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        tx.batch_execute(
+            "CREATE TABLE specgate_audit_migrations (
+                 version    integer     PRIMARY KEY,
+                 name       text        NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    }
     let row = tx
         .query_one(
             "SELECT coalesce(max(version), 0) FROM specgate_audit_migrations",
@@ -264,12 +277,14 @@ pub async fn migrate(client: &mut Client) -> Result<i32, tokio_postgres::Error> 
 pub const INSERT: &str = "
 INSERT INTO specgate_audit (node, seq, ts, outcome, request_id, operation_id, client,
                             resource_id, service, externalid, upstream_status, hash, line, record)
-SELECT $1, u.seq, (r.j->>'ts')::timestamptz, r.j->>'outcome', r.j->>'request_id',
+SELECT $1, r.seq, (r.j->>'ts')::timestamptz, r.j->>'outcome', r.j->>'request_id',
        r.j->>'operation_id', r.j->>'client', r.j->>'resource_id', r.j->'resource'->>'service',
        r.j->'resource'->>'externalid', (r.j->>'upstream_status')::integer, r.j->>'hash',
-       u.line, r.j
-FROM unnest($2::bigint[], $3::text[], $4::text[]) AS u(seq, line, json),
-     LATERAL (SELECT coalesce(u.json, u.line)::jsonb AS j) AS r
+       r.line, r.j
+FROM (SELECT u.seq, u.line, coalesce(u.json, u.line)::jsonb AS j
+      FROM unnest($2::bigint[], $3::text[], $4::text[]) AS u(seq, line, json)
+      -- OFFSET 0 keeps the subquery whole, so each line is parsed once, not once a column.
+      OFFSET 0) AS r
 ON CONFLICT DO NOTHING";
 
 /// The stored hashes of some of a node's records (to judge rows that were already there).

@@ -147,6 +147,12 @@ impl Reader {
             if seq < target {
                 continue;
             }
+            if seq > target && number == 1 && reader.current_path() == reader.files.active() {
+                // The active file was rotated between listing and opening it.
+                return Err(ReadError::Io(io::Error::other(
+                    "the log rotated while shipping resumed",
+                )));
+            }
             if seq > target {
                 return Err(
                     reader.damaged(number, &format!("seq {seq} where {target} was expected"))
@@ -197,6 +203,16 @@ impl Reader {
             }
             let opened = open(&line, self.key.as_ref())
                 .map_err(|e| self.damaged(number, &format!("record changed: {e}")))?;
+            if opened.record.seq != self.next
+                && number == 1
+                && self.current_path() == self.files.active()
+            {
+                // The active file was rotated between looking at it and opening it.
+                self.current = None;
+                return Err(ReadError::Io(io::Error::other(
+                    "the log rotated while its next file was opened",
+                )));
+            }
             if opened.record.seq != self.next {
                 return Err(self.damaged(
                     number,
