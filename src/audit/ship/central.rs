@@ -169,11 +169,23 @@ pub async fn query(
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// PostgreSQL refused or failed.
-    #[error("{}", pg::describe(.0))]
+    #[error("{}", explain(.0))]
     Db(#[from] tokio_postgres::Error),
     /// Writing the output failed.
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// A database error, with a hint when the tables are not where the URL looks.
+fn explain(e: &tokio_postgres::Error) -> String {
+    if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
+        return format!(
+            "{}: no fleet audit tables here; is this the database the fleet ships to, with its \
+             schema first in the search_path (?options=-csearch_path%3D<schema>)?",
+            pg::describe(e)
+        );
+    }
+    pg::describe(e)
 }
 
 /// The file query's JSON line with the row's `node` added.
@@ -227,7 +239,7 @@ pub fn run_verify(url: &PgUrl, node: Option<&str>, key: Option<&MacKey>) -> Exit
                     &[],
                 )
                 .await
-                .map_err(|e| pg::describe(&e))?
+                .map_err(|e| explain(&e))?
                 .iter()
                 .map(|r| r.get(0))
                 .collect(),
@@ -291,7 +303,7 @@ pub async fn verify_node(
     node: &str,
     key: Option<&MacKey>,
 ) -> Result<Verdict, String> {
-    let db = |e: tokio_postgres::Error| pg::describe(&e);
+    let db = |e: tokio_postgres::Error| explain(&e);
     let tx = client.transaction().await.map_err(db)?;
     let cursor = tx
         .query_opt(pg::CURSOR, &[&node])
