@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::Signal;
 
+use crate::audit::ship::{ShipStats, Shipper};
 use crate::audit::{Auditor, OpenError};
 use crate::config::{Config, ConfigError, UpstreamMode};
 use crate::metrics::Metrics;
@@ -55,6 +56,8 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct App {
     live: Arc<Live>,
+    /// The audit shipper's counters and lag, when shipping to PostgreSQL is on.
+    pub ship_stats: Option<Arc<ShipStats>>,
 }
 
 impl App {
@@ -67,11 +70,25 @@ impl App {
     ) -> Result<App, StartError> {
         let metrics = Metrics::new();
         ignore_file_size_signal();
-        let auditor =
-            Auditor::open_observed(config.audit.options()?, Arc::new(metrics.audit.clone()))?;
+        let mut audit_options = config.audit.options()?;
+        // With shipping on, retention keeps the files the database does not have yet.
+        let ship_stats = config.audit.ship.as_ref().map(|_| ShipStats::new());
+        audit_options.shipped = ship_stats.as_ref().map(|s| s.watermark());
+        let audit_key = audit_options.key.clone();
+        let auditor = Auditor::open_observed(audit_options, Arc::new(metrics.audit.clone()))?;
+        if let (Some(ship), Some(stats)) = (&config.audit.ship, &ship_stats) {
+            metrics.watch_shipping(stats.clone());
+            Shipper::new(ship.clone(), &config.audit.path, audit_key, stats.clone())
+                .spawn()
+                .map_err(|source| OpenError::Io {
+                    path: "audit shipper thread".into(),
+                    source,
+                })?;
+        }
         let first = Generation::build(config, auditor.clone(), metrics.clone(), None)?;
         Ok(App {
             live: Arc::new(Live::new(first, auditor, metrics, config_file, mock)),
+            ship_stats,
         })
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Uri};
 
+use crate::audit::ship::{PgUrl, ShipConfig, default_node};
 use crate::audit::{AuditOptions, MacKey, OnError, SyncMode};
 use crate::spec::SpecSource;
 
@@ -54,6 +55,10 @@ settings! {
     AUDIT_KEEP_FILES = "audit.keep_files", "SPECGATE_AUDIT_KEEP_FILES";
     SHUTDOWN_GRACE_MS = "shutdown_grace_ms", "SPECGATE_SHUTDOWN_GRACE_MS";
     UPSTREAM_MODE = "upstream.mode", "SPECGATE_UPSTREAM_MODE";
+    AUDIT_POSTGRES_URL = "audit.postgres_url", "SPECGATE_AUDIT_POSTGRES_URL";
+    AUDIT_NODE = "audit.node", "SPECGATE_AUDIT_NODE";
+    AUDIT_SHIP_BATCH = "audit.ship_batch", "SPECGATE_AUDIT_SHIP_BATCH";
+    AUDIT_SHIP_POLL_MS = "audit.ship_poll_ms", "SPECGATE_AUDIT_SHIP_POLL_MS";
 }
 
 /// The environment variable that holds the token itself. It has no config-file key: a token
@@ -167,6 +172,8 @@ pub struct AuditConfig {
     pub max_file_bytes: u64,
     /// Rotated files kept (0: all).
     pub keep_files: usize,
+    /// Shipping to PostgreSQL, when `audit.postgres_url` is set.
+    pub ship: Option<ShipConfig>,
 }
 
 impl AuditConfig {
@@ -183,6 +190,7 @@ impl AuditConfig {
             key,
             max_file_bytes: self.max_file_bytes,
             keep_files: self.keep_files,
+            shipped: None,
         })
     }
 }
@@ -228,6 +236,10 @@ pub mod defaults {
     /// The upstream URL in mock mode when none is configured: nothing is ever sent to it, and
     /// `.invalid` (RFC 6761) can never resolve, should anything try.
     pub const MOCK_UPSTREAM: &str = "https://mock.invalid";
+    /// `audit.ship_batch`
+    pub const AUDIT_SHIP_BATCH: u64 = 1000;
+    /// `audit.ship_poll_ms`
+    pub const AUDIT_SHIP_POLL_MS: u64 = 500;
 }
 
 /// Raw setting values with where each came from.
@@ -569,7 +581,34 @@ fn audit(s: &Sources) -> Result<AuditConfig, ConfigError> {
         hmac_key_file: s.string(AUDIT_HMAC_KEY_FILE)?.map(PathBuf::from),
         max_file_bytes: s.u64(AUDIT_MAX_FILE_BYTES, defaults::AUDIT_MAX_FILE_BYTES)?,
         keep_files: s.whole(AUDIT_KEEP_FILES, 0)? as usize,
+        ship: ship(s)?,
     })
+}
+
+fn ship(s: &Sources) -> Result<Option<ShipConfig>, ConfigError> {
+    let Some(url) = s.string(AUDIT_POSTGRES_URL)? else {
+        return Ok(None);
+    };
+    let url = PgUrl::parse(&url).map_err(|e| s.error(AUDIT_POSTGRES_URL, e))?;
+    let node = match s.string(AUDIT_NODE)? {
+        Some(node) => node.trim().to_owned(),
+        None => default_node()
+            .ok_or_else(|| s.error(AUDIT_NODE, "the host name is not usable; set a node name"))?,
+    };
+    if node.is_empty() || node.len() > 200 || node.chars().any(char::is_control) {
+        return Err(s.error(
+            AUDIT_NODE,
+            format!("{node:?} is not a node name (1 to 200 printable characters)"),
+        ));
+    }
+    Ok(Some(ShipConfig {
+        url,
+        node,
+        batch: s
+            .u64(AUDIT_SHIP_BATCH, defaults::AUDIT_SHIP_BATCH)?
+            .min(100_000) as usize,
+        poll: s.ms(AUDIT_SHIP_POLL_MS, defaults::AUDIT_SHIP_POLL_MS)?,
+    }))
 }
 
 fn upstream_base(s: &Sources) -> Result<Uri, ConfigError> {
@@ -720,6 +759,42 @@ mod tests {
             e.to_string(),
             "SPECGATE_AUDIT_ON_ERROR (audit.on_error): \"ignore\" is not one of reject, allow"
         );
+    }
+
+    #[test]
+    fn shipping_is_off_by_default_and_its_url_is_checked_without_echoing_it() {
+        let c = load(None, MINIMAL).unwrap();
+        assert!(c.audit.ship.is_none());
+        let mut env = MINIMAL.to_vec();
+        env.push((
+            "SPECGATE_AUDIT_POSTGRES_URL",
+            "postgresql://specgate:pw-XYZZY@db.internal:5432/audit?sslmode=verify-full",
+        ));
+        env.push(("SPECGATE_AUDIT_NODE", "web-7"));
+        let c = load(None, &env).unwrap();
+        let ship = c.audit.ship.as_ref().unwrap();
+        assert_eq!(ship.node, "web-7");
+        assert_eq!(ship.batch, 1000);
+        assert_eq!(ship.poll, Duration::from_millis(500));
+        assert!(!format!("{c:?}").contains("pw-XYZZY"), "{c:?}");
+        env.pop();
+        let c = load(None, &env).unwrap();
+        assert_eq!(
+            Some(c.audit.ship.unwrap().node),
+            default_node(),
+            "the node defaults to the host name"
+        );
+        let mut env = MINIMAL.to_vec();
+        env.push((
+            "SPECGATE_AUDIT_POSTGRES_URL",
+            "postgresql://specgate:pw-XYZZY@db/audit?sslmode=maybe",
+        ));
+        let e = load(None, &env).unwrap_err().to_string();
+        assert!(
+            e.starts_with("SPECGATE_AUDIT_POSTGRES_URL (audit.postgres_url): sslmode=maybe"),
+            "{e}"
+        );
+        assert!(!e.contains("pw-XYZZY"), "{e}");
     }
 
     #[test]

@@ -4,17 +4,23 @@
 //! `unmatched`), a method, a status class, an error kind. No label ever holds a request id, a
 //! body, a client key, a path parameter or the token.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+use crate::audit::ship::ShipStats;
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -68,6 +74,7 @@ pub struct Metrics {
     config_reloads: Family<ResultLabels, Counter>,
     /// The audit writer's metrics.
     pub audit: AuditMetrics,
+    shipping: Arc<OnceLock<Arc<ShipStats>>>,
 }
 
 /// What the audit writer reports: records made durable, how long each sync took, and writes
@@ -93,6 +100,72 @@ impl AuditMetrics {
     /// A write or sync failed.
     pub fn failed(&self) {
         self.errors.inc();
+    }
+}
+
+/// The audit shipper's figures, read from its atomics at each scrape; nothing when shipping is
+/// off. Lag is visible here, never in readiness: a slow database is not the app's problem.
+#[derive(Debug)]
+struct ShipCollector(Arc<OnceLock<Arc<ShipStats>>>);
+
+impl Collector for ShipCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(stats) = self.0.get() else {
+            return Ok(());
+        };
+        let counters = [
+            (
+                "audit_ship_records",
+                "Audit records shipped to PostgreSQL",
+                stats.shipped_records(),
+            ),
+            (
+                "audit_ship_batches",
+                "Batches of audit records committed to PostgreSQL",
+                stats.shipped_batches(),
+            ),
+            (
+                "audit_ship_errors",
+                "Failed attempts to ship audit records",
+                stats.errors(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let gauges = [
+            (
+                "audit_ship_lag_records",
+                "Audit records written locally but not yet in PostgreSQL",
+                stats.lag_records() as f64,
+            ),
+            (
+                "audit_ship_lag_seconds",
+                "Age of the oldest audit record not yet in PostgreSQL",
+                stats.lag_seconds(),
+            ),
+            (
+                "audit_ship_stalled",
+                "1 when shipping has stopped on a conflict someone must resolve",
+                f64::from(u8::from(stats.stalled())),
+            ),
+            (
+                "audit_ship_connected",
+                "1 while the shipper holds a PostgreSQL connection",
+                f64::from(u8::from(stats.connected())),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 
@@ -179,6 +252,8 @@ impl Metrics {
             "Audit writes or syncs that failed",
             audit.errors.clone(),
         );
+        let shipping = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(ShipCollector(shipping.clone())));
         let token_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "token_reloads",
@@ -209,7 +284,13 @@ impl Metrics {
             token_reloads,
             config_reloads,
             audit,
+            shipping,
         }
+    }
+
+    /// Exposes the audit shipper's counters and lag (read at each scrape).
+    pub fn watch_shipping(&self, stats: Arc<ShipStats>) {
+        let _ = self.shipping.set(stats);
     }
 
     /// Renders every metric in the Prometheus text format.

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use super::files::LogFiles;
 use super::query::{self, Collapse, Filter, Shown};
 use super::record::{MacKey, Record};
+use super::ship::{PgUrl, central};
 use super::verify::verify;
 use crate::config::{Config, read_mac_key};
 
@@ -68,6 +69,13 @@ enum AuditCommand {
         /// Output format: an aligned table, one JSON object a line (for jq), or CSV.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Query the fleet's table in this PostgreSQL database instead of the local log: every
+        /// node's records, each row with its node.
+        #[arg(long, value_name = "URL", conflicts_with = "path")]
+        postgres: Option<String>,
+        /// With --postgres: only this node.
+        #[arg(long, requires = "postgres")]
+        node: Option<String>,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -77,6 +85,16 @@ enum AuditCommand {
         /// The HMAC key file (default: the configured audit.hmac_key_file, if any).
         #[arg(long, value_name = "PATH")]
         hmac_key_file: Option<PathBuf>,
+        /// Check the chains stored in this PostgreSQL database instead of the local log: each
+        /// row's hash recomputed from its stored line, the chain from row to row up to the
+        /// node's shipping cursor, and the typed columns against the line. It cannot show
+        /// records not shipped yet, or rows cut from the end together with the cursor: compare
+        /// with the node's own `specgate audit verify`.
+        #[arg(long, value_name = "URL", conflicts_with = "path")]
+        postgres: Option<String>,
+        /// With --postgres: only this node (default: every node in the database).
+        #[arg(long, requires = "postgres")]
+        node: Option<String>,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -132,6 +150,8 @@ fn execute(args: AuditArgs) -> Result<ExitCode, String> {
             outcome,
             request_id,
             format,
+            postgres,
+            node,
             log,
         } => {
             let now = OffsetDateTime::now_utc();
@@ -151,15 +171,34 @@ fn execute(args: AuditArgs) -> Result<ExitCode, String> {
                 outcome,
                 request_id,
             };
+            if let Some(url) = postgres {
+                let url = PgUrl::parse(&url).map_err(|e| format!("--postgres: {e}"))?;
+                let output = match format {
+                    Format::Table => central::Output::Table,
+                    Format::Json => central::Output::Json,
+                    Format::Csv => central::Output::Csv,
+                };
+                central::run_query(&url, node.as_deref(), &filter, output)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let path = log.resolve()?;
             run_query(&path, &filter, format).map_err(|e| format!("{}: {e}", path.display()))?;
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify { hmac_key_file, log } => {
+        AuditCommand::Verify {
+            hmac_key_file,
+            postgres,
+            node,
+            log,
+        } => {
             let key = match hmac_key_file.or_else(|| log.configured_key_file()) {
                 Some(file) => Some(read_mac_key(&file).map_err(|e| e.to_string())?),
                 None => None,
             };
+            if let Some(url) = postgres {
+                let url = PgUrl::parse(&url).map_err(|e| format!("--postgres: {e}"))?;
+                return Ok(central::run_verify(&url, node.as_deref(), key.as_ref()));
+            }
             let path = log.resolve()?;
             Ok(run_verify(&path, key.as_ref()))
         }

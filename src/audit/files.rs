@@ -252,6 +252,10 @@ pub fn read_head(path: &Path, key: Option<&MacKey>) -> Result<Option<Head>, Head
             });
         }
     };
+    if bytes.is_empty() {
+        // Created by a writer that has not written a record yet.
+        return Ok(None);
+    }
     let mut best: Option<Head> = None;
     let mut mac_failed = false;
     for slot in bytes.chunks(SLOT) {

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod files;
 pub mod query;
 mod record;
+pub mod ship;
 pub mod verify;
 mod writer;
 

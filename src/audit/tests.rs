@@ -1,6 +1,7 @@
 //! The writer and the verifier against real files.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::verify::verify;
 use super::*;
@@ -273,6 +274,43 @@ async fn retention_keeps_the_newest_files_and_verify_says_where_the_chain_starts
         intact.notes
     );
     assert_eq!(intact.seqs.unwrap().1, 40);
+}
+
+#[tokio::test]
+async fn retention_keeps_files_that_are_not_yet_shipped() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(dir.path());
+    options.max_file_bytes = 2048;
+    options.keep_files = 1;
+    let shipped = Arc::new(AtomicU64::new(0));
+    options.shipped = Some(shipped.clone());
+    let auditor = write_rounds(&options, 10, 4).await;
+    auditor.flush().await.unwrap();
+    let files = LogFiles::new(&options.path);
+    let rotated = files.rotated().unwrap();
+    assert!(
+        rotated.len() > 2,
+        "nothing shipped, nothing removed: {rotated:?}"
+    );
+    assert_eq!(rotated[0].first_seq, Some(1));
+
+    // Shipped through the end of the second file: the next rotation may remove the first two,
+    // but not the third, whose records are not all shipped.
+    let third = rotated[2].first_seq.unwrap();
+    shipped.store(third, Ordering::Release);
+    drop(auditor);
+    let auditor = write_rounds(&options, 10, 4).await;
+    auditor.flush().await.unwrap();
+    let kept = files.rotated().unwrap();
+    assert_eq!(
+        kept[0].first_seq,
+        Some(third),
+        "removed exactly the shipped files: {kept:?}"
+    );
+    assert!(kept.len() > 1, "past keep_files while unshipped: {kept:?}");
+    let intact = verify(&options.path, None).unwrap();
+    assert_eq!(intact.seqs, Some((third, 80)));
 }
 
 #[tokio::test]

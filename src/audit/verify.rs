@@ -44,6 +44,8 @@ pub struct Walker {
     head: Option<Head>,
     key: Option<MacKey>,
     intact: Intact,
+    /// What `head` is called in messages (default: "head file").
+    head_name: Option<&'static str>,
 }
 
 impl Walker {
@@ -54,6 +56,12 @@ impl Walker {
             key,
             ..Walker::default()
         }
+    }
+
+    /// Names what stands in for the head file in messages (a database's shipping cursor).
+    pub fn head_named(mut self, name: &'static str) -> Self {
+        self.head_name = Some(name);
+        self
     }
 
     /// Judges one complete line.
@@ -110,6 +118,7 @@ impl Walker {
 
     /// Checks the end of the log against the head file; `head_path` names it in errors.
     pub fn finish(mut self, head_path: &Path) -> Result<Intact, Broken> {
+        let name = self.head_name.unwrap_or("head file");
         let broken = |problem: String| Broken {
             file: head_path.to_owned(),
             line: 0,
@@ -118,19 +127,19 @@ impl Walker {
         match (self.head, self.last) {
             (None, None) => {}
             (None, Some(_)) => {
-                return Err(broken(
-                    "no head file: nothing shows that records were not cut from the end".into(),
-                ));
+                return Err(broken(format!(
+                    "no {name}: nothing shows that records were not cut from the end"
+                )));
             }
             (Some(head), None) => {
                 return Err(broken(format!(
-                    "the head file names seq {} but the log has no records: it was emptied",
+                    "the {name} names seq {} but the log has no records: it was emptied",
                     head.seq
                 )));
             }
             (Some(head), Some((last_seq, _))) if head.seq > last_seq => {
                 return Err(broken(format!(
-                    "the log ends at seq {last_seq} but the head file names seq {}: records {}..{} were cut from the end",
+                    "the log ends at seq {last_seq} but the {name} names seq {}: records {}..{} were cut from the end",
                     head.seq,
                     last_seq + 1,
                     head.seq
@@ -140,13 +149,13 @@ impl Walker {
                 Some(hash) if hash == head.hash => {}
                 Some(_) => {
                     return Err(broken(format!(
-                        "the record at seq {} differs from the one the head file names",
+                        "the record at seq {} differs from the one the {name} names",
                         head.seq
                     )));
                 }
                 None => {
                     return Err(broken(format!(
-                        "seq {} named by the head file is not in the log (removed by retention?)",
+                        "seq {} named by the {name} is not in the log (removed by retention?)",
                         head.seq
                     )));
                 }
@@ -156,7 +165,7 @@ impl Walker {
             && last_seq > head.seq
         {
             self.intact.notes.push(format!(
-                "{} record(s) after the head file's seq {}: written after its last update",
+                "{} record(s) after the {name}'s seq {}: written after its last update",
                 last_seq - head.seq,
                 head.seq
             ));

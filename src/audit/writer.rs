@@ -67,6 +67,9 @@ pub struct AuditOptions {
     pub max_file_bytes: u64,
     /// Keep this many rotated files (0: keep all).
     pub keep_files: usize,
+    /// With shipping on: the seq through which records are safely elsewhere. Retention never
+    /// removes a file holding a record after it.
+    pub shipped: Option<Arc<AtomicU64>>,
 }
 
 impl AuditOptions {
@@ -79,6 +82,7 @@ impl AuditOptions {
             key: None,
             max_file_bytes: 64 * 1024 * 1024,
             keep_files: 0,
+            shipped: None,
         }
     }
 }
@@ -671,7 +675,27 @@ impl Writer {
         }
         let rotated = self.files.rotated()?;
         let excess = rotated.len().saturating_sub(self.options.keep_files);
-        for old in &rotated[..excess] {
+        let shipped = self
+            .options
+            .shipped
+            .as_ref()
+            .map(|s| s.load(Ordering::Acquire));
+        for (i, old) in rotated[..excess].iter().enumerate() {
+            // A rotated file ends just before the next file starts.
+            let next_first = rotated
+                .get(i + 1)
+                .and_then(|f| f.first_seq)
+                .unwrap_or(self.first_seq);
+            if let Some(shipped) = shipped
+                && next_first.saturating_sub(1) > shipped
+            {
+                tracing::warn!(
+                    kept = %old.path.display(),
+                    shipped_through = shipped,
+                    "audit log file kept past retention: not yet shipped"
+                );
+                break;
+            }
             std::fs::remove_file(&old.path)?;
             tracing::info!(removed = %old.path.display(), "audit log file removed by retention");
         }
