@@ -14,6 +14,7 @@ pub mod audit;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod json;
 pub mod layer;
 pub mod route;
 pub mod server;

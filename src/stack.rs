@@ -73,7 +73,7 @@ where
         // Only spec operations go further.
         .layer(RouteLayer::new(parts.routes))
         // A bad body stops here, before the token is anywhere near the request.
-        .layer(ValidateLayer)
+        .layer(ValidateLayer::default())
         // The stored token replaces whatever the client sent.
         .layer(CredentialLayer::new(parts.credential_header, parts.tokens))
         // Innermost: sees exactly what the upstream answered, and holds a create's 2xx until
