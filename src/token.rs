@@ -2,17 +2,25 @@
 //!
 //! The token exists in two forms only: a [`SecretString`] (zeroised on drop, redacted in
 //! `Debug`) and the sensitive [`HeaderValue`] sent upstream (which `Debug` prints as
-//! `Sensitive` and HPACK never indexes). No error, log line or `Debug` output here includes it.
+//! `Sensitive` and HPACK never indexes), whose bytes are zeroised when the last request holding
+//! it is done. No error, log line or `Debug` output here includes it.
+//!
+//! Rotation: [`TokenStore::reload`] is the one way a new token comes in, whether from the
+//! file watch ([`watch`]) or a SIGHUP. A new token serves every request that starts after the
+//! swap; requests in flight keep the token they started with, so none fails for the swap.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::HeaderValue;
 #[cfg(test)]
 use secrecy::ExposeSecret;
 use secrecy::SecretString;
+use zeroize::Zeroize;
 
 use crate::config::{API_TOKEN_ENV, API_TOKEN_FILE, TokenSource};
 
@@ -68,8 +76,9 @@ impl Token {
         if !trimmed.bytes().all(|b| b.is_ascii_graphic()) {
             return Err("the token contains non-ASCII characters");
         }
-        let mut header =
-            HeaderValue::from_str(trimmed).map_err(|_| "the token is not a valid header value")?;
+        let wiped = Bytes::from_owner(Wiped(trimmed.as_bytes().into()));
+        let mut header = HeaderValue::from_maybe_shared(wiped)
+            .map_err(|_| "the token is not a valid header value")?;
         header.set_sensitive(true);
         Ok(Token {
             secret: SecretString::from(trimmed),
@@ -86,6 +95,22 @@ impl Token {
     #[cfg(test)]
     pub fn is(&self, candidate: &str) -> bool {
         self.secret.expose_secret() == candidate
+    }
+}
+
+/// The header value's bytes: overwritten with zeros when the last `Bytes` (and so the last
+/// `HeaderValue`) sharing them is dropped.
+struct Wiped(Box<[u8]>);
+
+impl AsRef<[u8]> for Wiped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 
@@ -131,6 +156,60 @@ impl TokenStore {
             TokenSource::Env => None,
         }
     }
+}
+
+/// What identifies a version of the token file: a rewrite in place, a rename over it, or a
+/// Kubernetes secret's symlink swap all change it.
+#[derive(Debug, PartialEq, Eq)]
+struct FileVersion {
+    len: u64,
+    modified: Option<SystemTime>,
+    #[cfg(unix)]
+    inode: (u64, u64, i64, i64),
+}
+
+fn file_version(path: &Path) -> Option<FileVersion> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileVersion {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        #[cfg(unix)]
+        inode: {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
+        },
+    })
+}
+
+/// Checks the token file every `every` and, when it has changed, calls
+/// [`TokenStore::reload`]: a good new token is used from then on; an empty, unreadable or
+/// malformed one is logged and the current token kept. Does nothing for a token from the
+/// environment. The task ends when the store is no longer used elsewhere.
+pub fn watch(store: &Arc<TokenStore>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+    let path = store.file()?.clone();
+    let store = Arc::downgrade(store);
+    let mut seen = file_version(&path);
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(store) = store.upgrade() else { return };
+            let now = file_version(&path);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match store.reload() {
+                Ok(()) => tracing::info!(file = %path.display(), "API token reloaded"),
+                Err(error) => tracing::warn!(
+                    %error,
+                    "API token file changed but was not usable; keeping the current token"
+                ),
+            }
+        }
+    }))
 }
 
 fn read(source: &TokenSource) -> Result<Token, TokenError> {
@@ -187,6 +266,46 @@ mod tests {
             store.current().header_value()
         );
         assert!(!shown.contains("SECRET-TOKEN-XYZ"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn the_watch_picks_up_a_changed_file_and_keeps_the_token_on_a_bad_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        let store = Arc::new(TokenStore::load(TokenSource::File(path.clone())).unwrap());
+        let task = watch(&store, Duration::from_millis(10)).unwrap();
+        let eventually = async |expected: &str| {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while !store.current().is(expected) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("the token never became {expected}"))
+        };
+        // Replaced by rename, as `kubectl` and careful scripts do.
+        let next = dir.path().join("token.new");
+        std::fs::write(&next, "second\n").unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        eventually("second").await;
+        // Rewritten in place, with a different length.
+        std::fs::write(&path, "  third-token\n").unwrap();
+        eventually("third-token").await;
+        // Emptied: the current token stays; then a good one comes back.
+        std::fs::write(&path, "").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "fourth\n").unwrap();
+        eventually("fourth").await;
+        task.abort();
+    }
+
+    #[test]
+    fn the_header_value_shares_the_wiped_bytes() {
+        let token = Token::parse("abc-123").unwrap();
+        let clone = token.header_value().clone();
+        drop(token);
+        assert_eq!(clone, "abc-123", "a request in flight keeps its token");
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl CreateRequest {
             operation_id: self.routed.operation.id.clone(),
             method: self.method,
             path: self.path,
-            client: None,
+            client: self.routed.client.as_deref().map(str::to_owned),
             upstream_status: Some(status),
             outcome: Outcome::Created,
             resource_id: parsed.as_ref().and_then(|v| resource_id(v, key.as_deref())),

@@ -10,6 +10,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::RefuseOr;
+use super::auth::ClientName;
 use crate::body::Body;
 use crate::error::Error;
 use crate::route::RouteTable;
@@ -59,7 +60,8 @@ where
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         match self.table.route(req.method(), req.uri().path()) {
-            Ok(routed) => {
+            Ok(mut routed) => {
+                routed.client = req.extensions().get::<ClientName>().map(|c| c.0.clone());
                 req.extensions_mut().insert(routed);
                 RefuseOr::inner(self.inner.call(req))
             }
