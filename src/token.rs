@@ -36,6 +36,9 @@ pub struct TokenError {
 pub struct TokenStore {
     source: TokenSource,
     current: ArcSwap<Token>,
+    /// The version of the token file last read (whether or not it held a usable token), taken
+    /// before reading it: a change made while it was read is seen on the next check.
+    read_version: std::sync::Mutex<Option<FileVersion>>,
 }
 
 /// One loaded token.
@@ -117,10 +120,12 @@ impl Drop for Wiped {
 impl TokenStore {
     /// Loads the token from `source`.
     pub fn load(source: TokenSource) -> Result<TokenStore, TokenError> {
+        let version = source_version(&source);
         let token = read(&source)?;
         Ok(TokenStore {
             source,
             current: ArcSwap::from_pointee(token),
+            read_version: std::sync::Mutex::new(version),
         })
     }
 
@@ -133,6 +138,7 @@ impl TokenStore {
         Ok(TokenStore {
             source: TokenSource::Env,
             current: ArcSwap::from_pointee(token),
+            read_version: std::sync::Mutex::new(None),
         })
     }
 
@@ -144,9 +150,25 @@ impl TokenStore {
     /// Reads the source again; on success the new token serves every later request, and on
     /// failure the old one stays.
     pub fn reload(&self) -> Result<(), TokenError> {
-        let token = read(&self.source)?;
-        self.current.store(Arc::new(token));
+        let version = source_version(&self.source);
+        let read = read(&self.source);
+        *self.lock_version() = version;
+        self.current.store(Arc::new(read?));
         Ok(())
+    }
+
+    /// Whether the token file is no longer the version last read.
+    fn file_changed(&self) -> bool {
+        match self.file() {
+            Some(path) => file_version(path) != *self.lock_version(),
+            None => false,
+        }
+    }
+
+    fn lock_version(&self) -> std::sync::MutexGuard<'_, Option<FileVersion>> {
+        self.read_version
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The file the token is read from, if it is read from a file.
@@ -166,6 +188,13 @@ struct FileVersion {
     modified: Option<SystemTime>,
     #[cfg(unix)]
     inode: (u64, u64, i64, i64),
+}
+
+fn source_version(source: &TokenSource) -> Option<FileVersion> {
+    match source {
+        TokenSource::File(path) => file_version(path),
+        TokenSource::Env => None,
+    }
 }
 
 fn file_version(path: &Path) -> Option<FileVersion> {
@@ -188,7 +217,6 @@ fn file_version(path: &Path) -> Option<FileVersion> {
 pub fn watch(store: &Arc<TokenStore>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
     let path = store.file()?.clone();
     let store = Arc::downgrade(store);
-    let mut seen = file_version(&path);
     Some(tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -196,11 +224,9 @@ pub fn watch(store: &Arc<TokenStore>, every: Duration) -> Option<tokio::task::Jo
         loop {
             ticks.tick().await;
             let Some(store) = store.upgrade() else { return };
-            let now = file_version(&path);
-            if now == seen {
+            if !store.file_changed() {
                 continue;
             }
-            seen = now;
             match store.reload() {
                 Ok(()) => tracing::info!(file = %path.display(), "API token reloaded"),
                 Err(error) => tracing::warn!(

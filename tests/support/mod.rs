@@ -43,6 +43,14 @@ pub struct TestCa {
     pub dir: tempfile::TempDir,
     pub ca_pem: PathBuf,
     pub server: Arc<rustls::ServerConfig>,
+    issuer: Issuer<'static, KeyPair>,
+    leaf_pem: (String, String),
+}
+
+/// A certificate and its key, PEM-encoded.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl TestCa {
@@ -60,6 +68,10 @@ impl TestCa {
         let leaf_params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        let leaf_pem = (
+            format!("{}{}", leaf.pem(), ca_cert.pem()),
+            leaf_key.serialize_pem(),
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let ca_pem = dir.path().join("ca.pem");
@@ -75,7 +87,48 @@ impl TestCa {
             dir,
             ca_pem,
             server: Arc::new(server),
+            issuer,
+            leaf_pem,
         }
+    }
+
+    /// Writes the `localhost` server certificate chain and key into the CA's directory, for
+    /// specgate's own TLS listener: (cert, key) paths.
+    pub fn server_files(&self) -> (PathBuf, PathBuf) {
+        let cert = self.dir.path().join("server.pem");
+        let key = self.dir.path().join("server.key");
+        std::fs::write(&cert, &self.leaf_pem.0).unwrap();
+        std::fs::write(&key, &self.leaf_pem.1).unwrap();
+        (cert, key)
+    }
+
+    /// A client certificate with this subject common name.
+    pub fn client_cert(&self, common_name: &str) -> Issued {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// An HTTPS client that trusts this CA, presenting `identity` if given.
+    pub fn https_client(&self, identity: Option<&Issued>) -> reqwest::Client {
+        install_crypto();
+        let ca = std::fs::read(&self.ca_pem).unwrap();
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()]);
+        if let Some(id) = identity {
+            let pem = format!("{}{}", id.cert_pem, id.key_pem);
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
     }
 }
 
@@ -113,6 +166,7 @@ type Responder = dyn Fn(&Seen) -> Reply + Send + Sync;
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    count: tokio::sync::watch::Receiver<usize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -138,6 +192,8 @@ impl Upstream {
         let acceptor = tokio_rustls::TlsAcceptor::from(ca.server.clone());
         let respond: Arc<Responder> = Arc::new(respond);
         let log = seen.clone();
+        let (counter, count) = tokio::sync::watch::channel(0usize);
+        let counter = Arc::new(counter);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -146,6 +202,7 @@ impl Upstream {
                 let acceptor = acceptor.clone();
                 let respond = respond.clone();
                 let log = log.clone();
+                let counter = counter.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
@@ -153,6 +210,7 @@ impl Upstream {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let respond = respond.clone();
                         let log = log.clone();
+                        let counter = counter.clone();
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body
@@ -168,7 +226,12 @@ impl Upstream {
                                 body,
                             };
                             let reply = respond(&seen);
-                            log.lock().unwrap().push(seen);
+                            let n = {
+                                let mut log = log.lock().unwrap();
+                                log.push(seen);
+                                log.len()
+                            };
+                            counter.send_replace(n);
                             match reply {
                                 Reply::With(status, content_type, body) => Ok::<_, Infallible>(
                                     Response::builder()
@@ -188,7 +251,21 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen, task }
+        Upstream {
+            addr,
+            seen,
+            count,
+            task,
+        }
+    }
+
+    /// Waits until the upstream has received `n` requests (bounded: panics after 30 s).
+    pub async fn wait_for_requests(&self, n: usize) {
+        let mut count = self.count.clone();
+        tokio::time::timeout(Duration::from_secs(30), count.wait_for(|c| *c >= n))
+            .await
+            .expect("the upstream did not receive the requests in time")
+            .unwrap();
     }
 
     /// The base URL to give specgate.
@@ -211,6 +288,9 @@ pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
     pub stderr: Arc<Mutex<String>>,
+    /// Signalled on every new line in `stderr`.
+    lines: Arc<std::sync::Condvar>,
+    pub stdout: Arc<Mutex<Vec<u8>>>,
     pub audit_log: PathBuf,
     pub dir: tempfile::TempDir,
 }
@@ -260,7 +340,7 @@ impl Gateway {
             .env("SPECGATE_LOG_FORMAT", "json")
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(cwd) = cwd {
             command.current_dir(cwd).env_remove("SPECGATE_AUDIT_LOG");
@@ -269,7 +349,21 @@ impl Gateway {
             command.env(k, v);
         }
         let mut child = command.spawn().expect("spawn specgate");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let mut out_pipe = child.stdout.take().unwrap();
+        let out = stdout.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut out_pipe, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
         let stderr = Arc::new(Mutex::new(String::new()));
+        let lines = Arc::new(std::sync::Condvar::new());
+        let notify = lines.clone();
         let (ready_tx, ready_rx) = mpsc::channel();
         let pipe = child.stderr.take().unwrap();
         let log = stderr.clone();
@@ -285,6 +379,7 @@ impl Gateway {
                 let mut log = log.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
+                notify.notify_all();
             }
         });
         // Bounded wait on the ready line itself: no sleeping, no polling.
@@ -303,9 +398,30 @@ impl Gateway {
             child,
             addr,
             stderr,
+            lines,
+            stdout,
             audit_log,
             dir,
         }
+    }
+
+    /// The process id, to read its memory use.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded: panics after `within`) until the logs hold `count` lines containing
+    /// `needle`. Woken by each log line; no sleeping.
+    pub fn wait_for_log(&self, needle: &str, count: usize, within: Duration) {
+        let log = self.stderr.lock().unwrap();
+        let (log, timeout) = self
+            .lines
+            .wait_timeout_while(log, within, |log| log.matches(needle).count() < count)
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "no {count} log lines with {needle:?} within {within:?}:\n{log}"
+        );
     }
 
     pub fn url(&self, path: &str) -> String {
