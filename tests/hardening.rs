@@ -414,7 +414,37 @@ async fn targets_and_methods_that_could_route_around_the_spec_are_400() {
         let (status, body) = raw_request(gw.addr, head, b"").await;
         assert_eq!(status, 400, "{head}: {body}");
     }
-    assert!(upstream.requests().is_empty(), "nothing was forwarded");
+    // Content-Length and Transfer-Encoding together, with a request smuggled after the chunked
+    // body: hyper frames by Transfer-Encoding (RFC 9112) and closes the connection after the
+    // answer, so the smuggled request is never read, let alone forwarded.
+    let before = upstream.requests().len();
+    let smuggled = "GET /api/3/connections HTTP/1.1\r\nhost: x\r\n\r\n";
+    let response = send_raw(
+        &gw,
+        format!(
+            "POST /api/3/connections HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{VALID_CREATE}\r\n0\r\n\r\n{smuggled}",
+            VALID_CREATE.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status_of(&response), 201, "{response}");
+    assert_eq!(
+        response.matches("HTTP/1.1").count(),
+        1,
+        "one answer: {response}"
+    );
+    assert!(!response.contains("405"), "the smuggled GET was not served");
+    assert_eq!(upstream.requests().len(), before + 1);
+    // JSON labelled in a charset the upstream might decode differently.
+    let (status, body) = raw_request(
+        gw.addr,
+        "POST /api/3/connections HTTP/1.1\r\nhost: x\r\ncontent-type: application/json; charset=utf-16",
+        VALID_CREATE.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 415, "{body}");
+    assert_eq!(upstream.requests().len(), 1, "only the framed create");
 }
 
 #[tokio::test]

@@ -46,8 +46,14 @@ pub fn body_kind(body: &RequestBody, headers: &HeaderMap) -> Result<BodyKind, Er
     let got = || Error::UnsupportedMediaType {
         got: Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
     };
-    let essence = media_essence(value.to_str().map_err(|_| got())?);
+    let text = value.to_str().map_err(|_| got())?;
+    let essence = media_essence(text);
     if body.json.is_some() && is_json(&essence) {
+        // JSON is UTF-8 (RFC 8259): a body labelled otherwise could be decoded upstream into
+        // something other than what was validated here.
+        if !charset_is_utf8(text) {
+            return Err(got());
+        }
         return Ok(BodyKind::Json);
     }
     let declared = body
@@ -58,6 +64,20 @@ pub fn body_kind(body: &RequestBody, headers: &HeaderMap) -> Result<BodyKind, Er
         (true, false) => Ok(BodyKind::Other),
         _ => Err(got()),
     }
+}
+
+/// Whether a `Content-Type` value has no `charset` parameter, or says UTF-8.
+fn charset_is_utf8(content_type: &str) -> bool {
+    content_type.split(';').skip(1).all(|param| {
+        let Some((name, value)) = param.split_once('=') else {
+            return true;
+        };
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            return true;
+        }
+        let value = value.trim().trim_matches('"');
+        value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("utf8")
+    })
 }
 
 fn media_matches(declared: &str, essence: &str) -> bool {
@@ -323,6 +343,23 @@ mod tests {
             .map(|v| v.source.pointer.as_str())
             .collect();
         assert!(pointers.contains(&"/connection/logoUrl"), "{pointers:?}");
+    }
+
+    #[test]
+    fn json_labelled_in_another_charset_is_refused() {
+        assert!(charset_is_utf8("application/json"));
+        assert!(charset_is_utf8("application/json; charset=UTF-8"));
+        assert!(charset_is_utf8("application/json;charset=\"utf-8\""));
+        assert!(!charset_is_utf8("application/json; charset=utf-16"));
+        assert!(!charset_is_utf8("application/json; charset=latin1"));
+        assert!(!charset_is_utf8("application/json; a=b; charset=utf-7"));
+    }
+
+    #[tokio::test]
+    async fn a_body_in_another_charset_is_415_and_not_forwarded() {
+        let (result, forwarded) = send(Some("application/json; charset=utf-16"), VALID).await;
+        assert_eq!(status(&result), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(forwarded, 0);
     }
 
     #[test]
