@@ -44,6 +44,7 @@ fn hot_paths(c: &mut Criterion) {
             request_body.json.as_ref().unwrap(),
             request_body.required,
             body,
+            specgate::config::defaults::MAX_JSON_DEPTH as usize,
         )
     };
 

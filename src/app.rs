@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::reload::{Generation, Live, Serve};
 use crate::route::RouteError;
 use crate::spec::SpecError;
+use crate::tls::TlsSetupError;
 use crate::token::TokenError;
 use crate::upstream::SetupError;
 use crate::{admin, server};
@@ -40,6 +41,9 @@ pub enum StartError {
     /// The audit log cannot be opened, or is damaged.
     #[error("SPECGATE_AUDIT_LOG {0}")]
     Audit(#[from] OpenError),
+    /// Inbound TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
     /// A listener could not be bound.
     #[error("{setting} ({addr}): cannot listen: {source}")]
     Bind {
@@ -107,6 +111,36 @@ impl App {
         let config = &current.config;
         let (proxy, listen) = bind("SPECGATE_LISTEN", config.listen).await?;
         let (admin, admin_listen) = bind("SPECGATE_ADMIN_LISTEN", config.admin_listen).await?;
+        let limits = &config.limits;
+        let listening = server::Listening {
+            header_read_timeout: limits.header_read_timeout,
+            max_connections: limits.max_connections,
+            // hyper's backstops sit well above the stack's limits, so a head just over them
+            // gets the stack's problem+json rather than hyper's bare 431.
+            max_head_bytes: 2 * (limits.max_uri_bytes + limits.max_header_bytes),
+            max_headers: 2 * limits.max_headers,
+            tls: config
+                .tls
+                .as_ref()
+                .map(crate::tls::server_config)
+                .transpose()?,
+        };
+        let client_auth = current.client_auth_summary();
+        if client_auth == "none" {
+            if listen.ip().is_loopback() {
+                tracing::warn!(
+                    listen = %listen,
+                    "no clients configured: any process on this host can call the API through \
+                     specgate; listening on loopback only"
+                );
+            } else {
+                tracing::warn!(
+                    listen = %listen,
+                    "no clients configured and allow_unauthenticated = true: anyone who can reach \
+                     this address can call the API with the stored token"
+                );
+            }
+        }
         let upstream = match config.mode {
             UpstreamMode::Proxy => config.upstream.base.to_string(),
             UpstreamMode::Mock => {
@@ -122,12 +156,21 @@ impl App {
             overlays = ?current.spec.overlays,
             operations = current.spec.operations.len(),
             auth = %current.auth_summary(),
+            tls = listening.tls.is_some(),
+            client_auth = %client_auth,
+            unknown_routes = ?config.unknown_routes,
             audit_log = %config.audit.path.display(),
             shutdown_grace_ms = config.shutdown_grace.as_millis() as u64,
             "specgate ready"
         );
         let grace = config.shutdown_grace;
+        let token_poll = config.token_poll;
         drop(current);
+        // A rotated token file is picked up without a restart (SIGHUP reloads it too).
+        let token_watch = tokio::spawn(crate::reload::watch_token_file(
+            self.live.clone(),
+            token_poll,
+        ));
 
         let admin_stop = Arc::new(tokio::sync::Notify::new());
         let admin_task = {
@@ -135,7 +178,15 @@ impl App {
             let stop = admin_stop.clone();
             let service = tower::service_fn(move |req| admin::handle(live.clone(), req));
             tokio::spawn(async move {
-                server::serve(admin, service, stop.notified(), Duration::from_secs(1)).await;
+                let listening = server::Listening::default();
+                server::serve(
+                    admin,
+                    service,
+                    &listening,
+                    stop.notified(),
+                    Duration::from_secs(1),
+                )
+                .await;
             })
         };
         let reloads = {
@@ -162,8 +213,16 @@ impl App {
                 "shutting down: refusing new connections, finishing in-flight requests"
             );
         };
-        server::serve(proxy, Serve::new(self.live.clone()), shutdown, grace).await;
+        server::serve(
+            proxy,
+            Serve::new(self.live.clone()),
+            &listening,
+            shutdown,
+            grace,
+        )
+        .await;
         reloads.abort();
+        token_watch.abort();
 
         // Each create's record is synced before its response is released, so once no request
         // is in flight every acknowledged record is on disk; the flush also leaves the head

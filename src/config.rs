@@ -4,9 +4,10 @@
 //! listed once, in [`SETTINGS`]. A setting that is missing or malformed stops start-up with one
 //! line naming it. The API token's value is never part of any message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, Uri};
@@ -59,7 +60,25 @@ settings! {
     AUDIT_NODE = "audit.node", "SPECGATE_AUDIT_NODE";
     AUDIT_SHIP_BATCH = "audit.ship_batch", "SPECGATE_AUDIT_SHIP_BATCH";
     AUDIT_SHIP_POLL_MS = "audit.ship_poll_ms", "SPECGATE_AUDIT_SHIP_POLL_MS";
+    API_TOKEN_POLL_MS = "api_token_poll_ms", "SPECGATE_API_TOKEN_POLL_MS";
+    ALLOW_UNAUTHENTICATED = "allow_unauthenticated", "SPECGATE_ALLOW_UNAUTHENTICATED";
+    TLS_CERT = "tls.cert", "SPECGATE_TLS_CERT";
+    TLS_KEY = "tls.key", "SPECGATE_TLS_KEY";
+    TLS_CLIENT_CA = "tls.client_ca", "SPECGATE_TLS_CLIENT_CA";
+    ROUTES_UNKNOWN = "routes.unknown", "SPECGATE_ROUTES_UNKNOWN";
+    HEADER_READ_TIMEOUT_MS = "limits.header_read_timeout_ms", "SPECGATE_HEADER_READ_TIMEOUT_MS";
+    REQUEST_TIMEOUT_MS = "limits.request_timeout_ms", "SPECGATE_REQUEST_TIMEOUT_MS";
+    MAX_CONCURRENT_REQUESTS = "limits.max_concurrent_requests", "SPECGATE_MAX_CONCURRENT_REQUESTS";
+    MAX_CONNECTIONS = "limits.max_connections", "SPECGATE_MAX_CONNECTIONS";
+    MAX_URI_BYTES = "limits.max_uri_bytes", "SPECGATE_MAX_URI_BYTES";
+    MAX_HEADER_BYTES = "limits.max_header_bytes", "SPECGATE_MAX_HEADER_BYTES";
+    MAX_HEADERS = "limits.max_headers", "SPECGATE_MAX_HEADERS";
+    MAX_JSON_DEPTH = "limits.max_json_depth", "SPECGATE_MAX_JSON_DEPTH";
 }
+
+/// The config-file key of the client list (`[[clients]]`). It has no environment variable:
+/// each client is a table.
+pub const CLIENTS_KEY: &str = "clients";
 
 /// The environment variable that holds the token itself. It has no config-file key: a token
 /// does not belong in a file that is committed or baked into an image.
@@ -109,6 +128,97 @@ pub struct Config {
     pub spec: SpecSource,
     /// The audit log.
     pub audit: AuditConfig,
+    /// How often the token file is checked for a new token.
+    pub token_poll: Duration,
+    /// The apps allowed to call through specgate; empty when client keys are not required.
+    pub clients: Vec<ClientConfig>,
+    /// Serve without client authentication on a non-loopback address.
+    pub allow_unauthenticated: bool,
+    /// Inbound TLS, when configured.
+    pub tls: Option<TlsConfig>,
+    /// What happens to a request for a path the spec does not have.
+    pub unknown_routes: UnknownRoutes,
+    /// Limits on connections, request heads, time and concurrency.
+    pub limits: Limits,
+}
+
+/// One app allowed to call through specgate (`[[clients]]`).
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Its name, in logs, metrics and audit records.
+    pub name: Arc<str>,
+    /// The SHA-256 of its key. `None` for a client known only by its TLS certificate, whose
+    /// subject common name is `name`.
+    pub key_sha256: Option<[u8; 32]>,
+    /// The operationIds it may call; `None` for all. `"*"` also allows unknown routes.
+    pub allow: Option<Vec<String>>,
+    /// Its rate limit, if any.
+    pub rate: Option<Rate>,
+}
+
+/// A token-bucket rate limit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    /// Requests per second, sustained.
+    pub per_second: f64,
+    /// Requests allowed at once after a quiet spell.
+    pub burst: u32,
+}
+
+/// Inbound TLS.
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    /// The server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to; `None` for no mutual TLS.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// What happens to a request for a path (or method) the spec does not have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownRoutes {
+    /// 404 or 405, nothing forwarded.
+    Reject,
+    /// Forwarded with the token, after the path checks, client auth and limits.
+    Forward,
+}
+
+/// Limits that keep one client (or a thousand) from holding the gateway.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Time for a connection to send a whole request head (and for a TLS handshake).
+    pub header_read_timeout: Duration,
+    /// Time for a whole request: head, body and the upstream's response headers.
+    pub request_timeout: Duration,
+    /// Requests in flight; more are answered 503 at once.
+    pub max_concurrent_requests: usize,
+    /// Open client connections; more are closed on accept.
+    pub max_connections: usize,
+    /// Longest request target.
+    pub max_uri_bytes: usize,
+    /// Largest header section (names and values).
+    pub max_header_bytes: usize,
+    /// Most header fields.
+    pub max_headers: usize,
+    /// Deepest JSON nesting.
+    pub max_json_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_millis(defaults::HEADER_READ_TIMEOUT_MS),
+            request_timeout: Duration::from_millis(defaults::REQUEST_TIMEOUT_MS),
+            max_concurrent_requests: defaults::MAX_CONCURRENT_REQUESTS as usize,
+            max_connections: defaults::MAX_CONNECTIONS as usize,
+            max_uri_bytes: defaults::MAX_URI_BYTES as usize,
+            max_header_bytes: defaults::MAX_HEADER_BYTES as usize,
+            max_headers: defaults::MAX_HEADERS as usize,
+            max_json_depth: defaults::MAX_JSON_DEPTH as usize,
+        }
+    }
 }
 
 /// Where requests go.
@@ -240,6 +350,24 @@ pub mod defaults {
     pub const AUDIT_SHIP_BATCH: u64 = 1000;
     /// `audit.ship_poll_ms`
     pub const AUDIT_SHIP_POLL_MS: u64 = 500;
+    /// `api_token_poll_ms`
+    pub const API_TOKEN_POLL_MS: u64 = 1_000;
+    /// `limits.header_read_timeout_ms`
+    pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+    /// `limits.request_timeout_ms`
+    pub const REQUEST_TIMEOUT_MS: u64 = 60_000;
+    /// `limits.max_concurrent_requests`
+    pub const MAX_CONCURRENT_REQUESTS: u64 = 512;
+    /// `limits.max_connections`
+    pub const MAX_CONNECTIONS: u64 = 2_048;
+    /// `limits.max_uri_bytes`
+    pub const MAX_URI_BYTES: u64 = 8 * 1024;
+    /// `limits.max_header_bytes`
+    pub const MAX_HEADER_BYTES: u64 = 16 * 1024;
+    /// `limits.max_headers`
+    pub const MAX_HEADERS: u64 = 64;
+    /// `limits.max_json_depth`
+    pub const MAX_JSON_DEPTH: u64 = 32;
 }
 
 /// Raw setting values with where each came from.
@@ -248,6 +376,8 @@ pub struct Sources {
     values: HashMap<&'static str, (Raw, String)>,
     env_token: bool,
     force_mock: bool,
+    /// The `[[clients]]` array and the file it came from.
+    clients: Option<(toml::Value, String)>,
 }
 
 #[derive(Debug)]
@@ -291,9 +421,12 @@ impl Sources {
         };
         let text =
             std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
-        let table: toml::Table = text
+        let mut table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| file_error(format!("not valid TOML: {}", e.message())))?;
+        if let Some(clients) = table.remove(CLIENTS_KEY) {
+            self.clients = Some((clients, name.clone()));
+        }
         let mut flat = Vec::new();
         flatten("", toml::Value::Table(table), &mut flat);
         for (key, value) in flat {
@@ -426,6 +559,208 @@ impl Sources {
     fn ms(&self, setting: Setting, default: u64) -> Result<Duration, ConfigError> {
         self.u64(setting, default).map(Duration::from_millis)
     }
+
+    fn usize(&self, setting: Setting, default: u64) -> Result<usize, ConfigError> {
+        self.u64(setting, default)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn bool(&self, setting: Setting) -> Result<bool, ConfigError> {
+        let value = match self.values.get(setting.key) {
+            None => return Ok(false),
+            Some((Raw::File(toml::Value::Boolean(b)), _)) => Some(*b),
+            Some((Raw::Env(s), _)) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Some(true),
+                "false" | "0" | "no" | "" => Some(false),
+                _ => None,
+            },
+            Some((Raw::File(_), _)) => None,
+        };
+        value.ok_or_else(|| {
+            self.error(
+                setting,
+                format!("{} is not true or false", self.shown(setting)),
+            )
+        })
+    }
+
+    fn limits(&self) -> Result<Limits, ConfigError> {
+        let max_json_depth = self.usize(MAX_JSON_DEPTH, defaults::MAX_JSON_DEPTH)?;
+        if max_json_depth > crate::json::MAX_MAX_DEPTH {
+            return Err(self.error(
+                MAX_JSON_DEPTH,
+                format!("at most {} is supported", crate::json::MAX_MAX_DEPTH),
+            ));
+        }
+        Ok(Limits {
+            header_read_timeout: self
+                .ms(HEADER_READ_TIMEOUT_MS, defaults::HEADER_READ_TIMEOUT_MS)?,
+            request_timeout: self.ms(REQUEST_TIMEOUT_MS, defaults::REQUEST_TIMEOUT_MS)?,
+            max_concurrent_requests: self
+                .usize(MAX_CONCURRENT_REQUESTS, defaults::MAX_CONCURRENT_REQUESTS)?,
+            max_connections: self.usize(MAX_CONNECTIONS, defaults::MAX_CONNECTIONS)?,
+            max_uri_bytes: self.usize(MAX_URI_BYTES, defaults::MAX_URI_BYTES)?,
+            max_header_bytes: self.usize(MAX_HEADER_BYTES, defaults::MAX_HEADER_BYTES)?,
+            max_headers: self.usize(MAX_HEADERS, defaults::MAX_HEADERS)?,
+            max_json_depth,
+        })
+    }
+
+    fn tls(&self) -> Result<Option<TlsConfig>, ConfigError> {
+        let cert = self.string(TLS_CERT)?;
+        let key = self.string(TLS_KEY)?;
+        let client_ca = self.string(TLS_CLIENT_CA)?;
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsConfig {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+                client_ca: client_ca.map(PathBuf::from),
+            })),
+            (None, None) if client_ca.is_none() => Ok(None),
+            (None, None) => Err(self.error(
+                TLS_CLIENT_CA,
+                "mutual TLS needs TLS: set tls.cert and tls.key too",
+            )),
+            (Some(_), None) => Err(self.error(TLS_KEY, "tls.cert is set; set tls.key too")),
+            (None, Some(_)) => Err(self.error(TLS_CERT, "tls.key is set; set tls.cert too")),
+        }
+    }
+
+    fn unknown_routes(&self) -> Result<UnknownRoutes, ConfigError> {
+        match self.string(ROUTES_UNKNOWN)?.as_deref().map(str::trim) {
+            None | Some("reject") => Ok(UnknownRoutes::Reject),
+            Some("forward") => Ok(UnknownRoutes::Forward),
+            Some(other) => Err(self.error(
+                ROUTES_UNKNOWN,
+                format!("{other:?} is neither \"reject\" nor \"forward\""),
+            )),
+        }
+    }
+
+    /// Parses `[[clients]]`. `mtls` says whether a client may go without a key.
+    fn clients(&self, mtls: bool) -> Result<Vec<ClientConfig>, ConfigError> {
+        let Some((value, file)) = &self.clients else {
+            return Ok(Vec::new());
+        };
+        let error = |at: String, message: String| ConfigError {
+            setting: format!("{at} (in {file})"),
+            message,
+        };
+        let toml::Value::Array(items) = value else {
+            return Err(error(
+                CLIENTS_KEY.into(),
+                "expected [[clients]] tables".into(),
+            ));
+        };
+        let mut clients = Vec::new();
+        let mut names = HashSet::new();
+        let mut keys = HashSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("clients[{i}]");
+            let client = parse_client(item, mtls).map_err(|m| error(at.clone(), m))?;
+            if !names.insert(client.name.clone()) {
+                return Err(error(
+                    at,
+                    format!("the name {:?} is used twice", client.name),
+                ));
+            }
+            if let Some(key) = client.key_sha256
+                && !keys.insert(key)
+            {
+                return Err(error(
+                    at,
+                    "key_sha256 is the same as another client's".into(),
+                ));
+            }
+            clients.push(client);
+        }
+        Ok(clients)
+    }
+}
+
+fn parse_client(item: &toml::Value, mtls: bool) -> Result<ClientConfig, String> {
+    let toml::Value::Table(table) = item else {
+        return Err("expected a table".into());
+    };
+    for key in table.keys() {
+        match key.as_str() {
+            "name" | "key_sha256" | "allow" | "rate_limit_per_sec" | "rate_limit_burst" => {}
+            "key" => {
+                return Err(
+                    "\"key\" is not a setting: store the key's SHA-256 in key_sha256, \
+                            never the key itself"
+                        .into(),
+                );
+            }
+            other => return Err(format!("unknown setting {other:?}")),
+        }
+    }
+    let name = match table.get("name") {
+        Some(toml::Value::String(n))
+            if !n.is_empty() && n.len() <= 128 && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Arc::from(n.as_str())
+        }
+        Some(_) => return Err("name must be 1 to 128 visible ASCII characters".into()),
+        None => return Err("name is required".into()),
+    };
+    let key_sha256 = match table.get("key_sha256") {
+        None if mtls => None,
+        None => {
+            return Err(
+                "key_sha256 is required (or configure tls.client_ca to identify clients by \
+                 certificate)"
+                    .into(),
+            );
+        }
+        Some(toml::Value::String(hex_digest)) => {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(hex_digest.trim(), &mut digest).map_err(|_| {
+                "key_sha256 must be 64 hex digits (sha256sum of the key, without a newline)"
+                    .to_owned()
+            })?;
+            Some(digest)
+        }
+        Some(_) => return Err("key_sha256 must be a string of 64 hex digits".into()),
+    };
+    let allow = match table.get("allow") {
+        None => None,
+        Some(toml::Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                    _ => Err("allow must be a list of operationIds".to_owned()),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => return Err("allow must be a list of operationIds".into()),
+    };
+    let per_second = match table.get("rate_limit_per_sec") {
+        None => None,
+        Some(toml::Value::Integer(n)) if *n > 0 => Some(*n as f64),
+        Some(toml::Value::Float(f)) if *f > 0.0 && f.is_finite() => Some(*f),
+        Some(_) => return Err("rate_limit_per_sec must be a positive number".into()),
+    };
+    let burst = match table.get("rate_limit_burst") {
+        None => None,
+        Some(toml::Value::Integer(n)) if *n > 0 && *n <= i64::from(u32::MAX) => Some(*n as u32),
+        Some(_) => return Err("rate_limit_burst must be a positive whole number".into()),
+    };
+    let rate = match (per_second, burst) {
+        (Some(per_second), burst) => Some(Rate {
+            per_second,
+            burst: burst.unwrap_or_else(|| per_second.ceil().max(1.0) as u32),
+        }),
+        (None, Some(_)) => return Err("rate_limit_burst needs rate_limit_per_sec".into()),
+        (None, None) => None,
+    };
+    Ok(ClientConfig {
+        name,
+        key_sha256,
+        allow,
+        rate,
+    })
 }
 
 fn flatten(prefix: &str, value: toml::Value, out: &mut Vec<(String, toml::Value)>) {
@@ -508,8 +843,23 @@ impl Config {
                 )
             })?),
         };
+        let listen = s.addr(LISTEN, defaults::LISTEN)?;
+        let tls = s.tls()?;
+        let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        let clients = s.clients(mtls)?;
+        let allow_unauthenticated = s.bool(ALLOW_UNAUTHENTICATED)?;
+        if !listen.ip().is_loopback() && clients.is_empty() && !mtls && !allow_unauthenticated {
+            return Err(s.error(
+                LISTEN,
+                format!(
+                    "{listen} is not a loopback address and no client authentication is \
+                     configured, so anyone who can reach it could use the API token; configure \
+                     [[clients]] or tls.client_ca, or set allow_unauthenticated = true"
+                ),
+            ));
+        }
         Ok(Config {
-            listen: s.addr(LISTEN, defaults::LISTEN)?,
+            listen,
             admin_listen: s.addr(ADMIN_LISTEN, defaults::ADMIN_LISTEN)?,
             max_body_bytes: s.u64(MAX_BODY_BYTES, defaults::MAX_BODY_BYTES)?,
             credential_header,
@@ -544,6 +894,12 @@ impl Config {
                     .map(|l| l.into_iter().map(PathBuf::from).collect()),
             },
             audit: audit(s)?,
+            token_poll: s.ms(API_TOKEN_POLL_MS, defaults::API_TOKEN_POLL_MS)?,
+            clients,
+            allow_unauthenticated,
+            tls,
+            unknown_routes: s.unknown_routes()?,
+            limits: s.limits()?,
         })
     }
 
@@ -843,6 +1199,143 @@ mod tests {
         assert!(!e.to_string().contains("secret-value-1"));
     }
 
+    const KEY_HASH: &str = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+
+    #[test]
+    fn clients_load_with_their_allow_lists_and_rates() {
+        let file = format!(
+            "[[clients]]\nname = \"billing\"\nkey_sha256 = \"{KEY_HASH}\"\nallow = [\"create-connection\"]\nrate_limit_per_sec = 2.5\n\n[[clients]]\nname = \"crm\"\nkey_sha256 = \"{}\"\n",
+            "0".repeat(64)
+        );
+        let c = load(Some(&file), MINIMAL).unwrap();
+        assert_eq!(c.clients.len(), 2);
+        assert_eq!(&*c.clients[0].name, "billing");
+        assert_eq!(
+            hex::encode(c.clients[0].key_sha256.unwrap()),
+            KEY_HASH,
+            "the digest, not the key"
+        );
+        assert_eq!(
+            c.clients[0].allow.as_deref(),
+            Some(&["create-connection".to_owned()][..])
+        );
+        assert_eq!(
+            c.clients[0].rate,
+            Some(Rate {
+                per_second: 2.5,
+                burst: 3
+            })
+        );
+        assert!(c.clients[1].allow.is_none() && c.clients[1].rate.is_none());
+    }
+
+    #[test]
+    fn bad_clients_are_refused_naming_the_entry() {
+        let cases = [
+            (
+                "name = \"a\"\nkey = \"plain-secret\"",
+                "never the key itself",
+            ),
+            ("name = \"a\"", "key_sha256 is required"),
+            ("name = \"a\"\nkey_sha256 = \"abc\"", "64 hex digits"),
+            ("key_sha256 = \"KEY\"", "name is required"),
+            ("name = \"a b\"\nkey_sha256 = \"KEY\"", "visible ASCII"),
+            (
+                "name = \"a\"\nkey_sha256 = \"KEY\"\nallow = \"x\"",
+                "list of operationIds",
+            ),
+            (
+                "name = \"a\"\nkey_sha256 = \"KEY\"\nrate_limit_burst = 3",
+                "needs rate_limit_per_sec",
+            ),
+            (
+                "name = \"a\"\nkey_sha256 = \"KEY\"\nalow = []",
+                "unknown setting \"alow\"",
+            ),
+        ];
+        for (entry, expected) in cases {
+            let file = format!("[[clients]]\n{}\n", entry.replace("KEY", KEY_HASH));
+            let e = load(Some(&file), MINIMAL).unwrap_err();
+            assert!(e.setting.starts_with("clients[0] (in "), "{e}");
+            assert!(e.message.contains(expected), "{entry}: {e}");
+            assert!(!e.to_string().contains("plain-secret"), "{e}");
+        }
+        let twice = format!(
+            "[[clients]]\nname = \"a\"\nkey_sha256 = \"{KEY_HASH}\"\n[[clients]]\nname = \"b\"\nkey_sha256 = \"{KEY_HASH}\"\n"
+        );
+        let e = load(Some(&twice), MINIMAL).unwrap_err();
+        assert!(e.message.contains("same as another client's"), "{e}");
+    }
+
+    #[test]
+    fn a_non_loopback_listener_needs_client_auth_or_an_explicit_opt_out() {
+        let mut env = MINIMAL.to_vec();
+        env.push(("SPECGATE_LISTEN", "0.0.0.0:8080"));
+        let e = load(None, &env).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("SPECGATE_LISTEN (listen): 0.0.0.0:8080 is not a loopback"),
+            "{e}"
+        );
+        assert!(e.message.contains("allow_unauthenticated = true"), "{e}");
+
+        let clients = format!("[[clients]]\nname = \"a\"\nkey_sha256 = \"{KEY_HASH}\"\n");
+        assert!(load(Some(&clients), &env).is_ok());
+        let mut opted_out = env.clone();
+        opted_out.push(("SPECGATE_ALLOW_UNAUTHENTICATED", "true"));
+        assert!(load(None, &opted_out).unwrap().allow_unauthenticated);
+        let mtls = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_ca = \"ca.pem\"\n";
+        assert!(load(Some(mtls), &env).is_ok());
+        let mut v6 = MINIMAL.to_vec();
+        v6.push(("SPECGATE_LISTEN", "[::1]:8080"));
+        assert!(load(None, &v6).is_ok(), "::1 is loopback");
+    }
+
+    #[test]
+    fn tls_settings_come_in_pairs_and_mtls_clients_need_no_key() {
+        let e = load(Some("[tls]\ncert = \"c.pem\"\n"), MINIMAL).unwrap_err();
+        assert!(e.message.contains("set tls.key too"), "{e}");
+        let e = load(Some("[tls]\nclient_ca = \"ca.pem\"\n"), MINIMAL).unwrap_err();
+        assert!(e.message.contains("mutual TLS needs TLS"), "{e}");
+        let file = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_ca = \"ca.pem\"\n\n[[clients]]\nname = \"billing.internal\"\n";
+        let c = load(Some(file), MINIMAL).unwrap();
+        assert!(c.clients[0].key_sha256.is_none());
+        assert_eq!(c.tls.unwrap().client_ca.unwrap(), PathBuf::from("ca.pem"));
+    }
+
+    #[test]
+    fn unknown_routes_limits_and_booleans_parse() {
+        let mut env = MINIMAL.to_vec();
+        env.push(("SPECGATE_ROUTES_UNKNOWN", "forward"));
+        env.push(("SPECGATE_MAX_HEADERS", "10"));
+        let c = load(None, &env).unwrap();
+        assert_eq!(c.unknown_routes, UnknownRoutes::Forward);
+        assert_eq!(c.limits.max_headers, 10);
+        assert_eq!(
+            load(None, MINIMAL).unwrap().unknown_routes,
+            UnknownRoutes::Reject
+        );
+        let mut env = MINIMAL.to_vec();
+        env.push(("SPECGATE_ROUTES_UNKNOWN", "allow"));
+        assert!(load(None, &env).unwrap_err().message.contains("neither"));
+        let mut env = MINIMAL.to_vec();
+        env.push(("SPECGATE_ALLOW_UNAUTHENTICATED", "maybe"));
+        assert!(
+            load(None, &env)
+                .unwrap_err()
+                .message
+                .contains("not true or false")
+        );
+        let mut env = MINIMAL.to_vec();
+        env.push(("SPECGATE_MAX_JSON_DEPTH", "1000"));
+        assert!(
+            load(None, &env)
+                .unwrap_err()
+                .message
+                .contains("at most 128")
+        );
+    }
+
     #[test]
     fn the_shipped_config_file_documents_every_setting_and_loads() {
         let text = include_str!("../config/specgate.toml");
@@ -863,7 +1356,8 @@ mod tests {
         let uncommented: String = text
             .lines()
             .map(|l| {
-                // A commented setting is `# key = value`, with a bare lower-case key.
+                // A commented setting is `# key = value`, with a bare lower-case key; indented
+                // lines are examples (such as [[clients]]), not defaults.
                 l.strip_prefix("# ")
                     .filter(|l| {
                         l.split_once(" = ").is_some_and(|(key, _)| {

@@ -6,6 +6,7 @@
 //! upstream addresses or credentials.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -97,6 +98,61 @@ pub enum Error {
         /// What the upstream answered.
         upstream_status: StatusCode,
     },
+    /// Clients are configured and the request carries no key (or certificate) of one of them.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// The client is known but may not call this operation.
+    #[error("client {client:?} may not call operation {operation_id:?}")]
+    Forbidden {
+        /// The client's configured name.
+        client: Arc<str>,
+        /// The operation it asked for.
+        operation_id: String,
+    },
+    /// The client's rate limit is spent for now.
+    #[error("rate limit exceeded; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Whole seconds until a request would be accepted.
+        retry_after_secs: u64,
+    },
+    /// Too many requests are in flight: this one is shed at once rather than queued.
+    #[error("specgate is at its limit of {limit} concurrent requests; retry shortly")]
+    Overloaded {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The whole request (head, body and the upstream's answer) took too long.
+    #[error("the request was not completed within {timeout_ms} ms")]
+    RequestTimeout {
+        /// The timeout that expired.
+        timeout_ms: u64,
+    },
+    /// The request target is longer than allowed.
+    #[error("the request target is {len} bytes long; the limit is {limit}")]
+    UriTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The header section is too large, or has too many fields.
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// The JSON body has an object with the same key twice: the upstream may read the other
+    /// one than was validated.
+    #[error("request body has the key {key:?} twice in the object at {pointer:?}")]
+    DuplicateKey {
+        /// The object, as an RFC 6901 pointer.
+        pointer: String,
+        /// The repeated key (shortened if long).
+        key: String,
+    },
+    /// The JSON body nests deeper than allowed.
+    #[error("request body nests deeper than {limit} levels")]
+    JsonTooDeep {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// One schema violation in a request body.
@@ -146,9 +202,11 @@ impl Error {
         match self {
             Error::RouteNotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Error::BadTarget(_) | Error::BodyRead(_) | Error::MalformedJson(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Error::BadTarget(_)
+            | Error::BodyRead(_)
+            | Error::MalformedJson(_)
+            | Error::DuplicateKey { .. }
+            | Error::JsonTooDeep { .. } => StatusCode::BAD_REQUEST,
             Error::BodyMissing => StatusCode::UNPROCESSABLE_ENTITY,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -160,6 +218,13 @@ impl Error {
             Error::AuditUnavailable | Error::TokenUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::MockNoExample { .. } => StatusCode::NOT_IMPLEMENTED,
             Error::AuditFailedAfterCreate { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Error::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -220,6 +285,26 @@ impl Error {
                 "urn:specgate:problem:audit-failed-after-create",
                 "Created upstream, but not audited",
             ),
+            Error::Unauthenticated(_) => (
+                "urn:specgate:problem:unauthenticated",
+                "Client key required",
+            ),
+            Error::Forbidden { .. } => ("urn:specgate:problem:forbidden", "Operation not allowed"),
+            Error::RateLimited { .. } => ("urn:specgate:problem:rate-limited", "Rate limited"),
+            Error::Overloaded { .. } => ("urn:specgate:problem:overloaded", "Overloaded"),
+            Error::RequestTimeout { .. } => {
+                ("urn:specgate:problem:request-timeout", "Request timed out")
+            }
+            Error::UriTooLong { .. } => ("urn:specgate:problem:uri-too-long", "URI too long"),
+            Error::HeadersTooLarge(_) => (
+                "urn:specgate:problem:headers-too-large",
+                "Header section too large",
+            ),
+            Error::DuplicateKey { .. } => (
+                "urn:specgate:problem:duplicate-key",
+                "Duplicate key in JSON",
+            ),
+            Error::JsonTooDeep { .. } => ("urn:specgate:problem:json-too-deep", "JSON too deep"),
         }
     }
 
@@ -282,6 +367,22 @@ impl Error {
             }
             Error::AuditUnavailable | Error::TokenUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Error::Overloaded { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            Error::Unauthenticated(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"specgate\""),
+                );
+            }
+            // The rest of the request may still be on the wire: do not read it as the next one.
+            Error::RequestTimeout { .. } | Error::UriTooLong { .. } | Error::HeadersTooLarge(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -386,6 +487,32 @@ mod tests {
             (Error::MalformedJson("x".into()), 400),
             (Error::BodyMissing, 422),
             (Error::AuditUnavailable, 503),
+            (Error::Unauthenticated("x"), 401),
+            (
+                Error::Forbidden {
+                    client: Arc::from("a"),
+                    operation_id: "op".into(),
+                },
+                403,
+            ),
+            (
+                Error::RateLimited {
+                    retry_after_secs: 1,
+                },
+                429,
+            ),
+            (Error::Overloaded { limit: 1 }, 503),
+            (Error::RequestTimeout { timeout_ms: 1 }, 408),
+            (Error::UriTooLong { len: 2, limit: 1 }, 414),
+            (Error::HeadersTooLarge("x".into()), 431),
+            (
+                Error::DuplicateKey {
+                    pointer: String::new(),
+                    key: "k".into(),
+                },
+                400,
+            ),
+            (Error::JsonTooDeep { limit: 1 }, 400),
         ];
         for (error, status) in cases {
             assert_eq!(error.status().as_u16(), status, "{error:?}");

@@ -23,9 +23,12 @@ use tower_service::Service;
 use crate::app::StartError;
 use crate::audit::Auditor;
 use crate::body::Body;
+use crate::config::ConfigError;
 use crate::config::{Config, TokenSource, UpstreamMode};
 use crate::error::Chain;
+use crate::layer::auth::{ALLOW_ANY, Clients};
 use crate::layer::credential::Credentials;
+use crate::layer::head::HeadLimits;
 use crate::metrics::Metrics;
 use crate::mock::Mock;
 use crate::route::RouteTable;
@@ -69,7 +72,8 @@ impl Generation {
         previous: Option<&Generation>,
     ) -> Result<Generation, StartError> {
         let spec = Arc::new(Spec::load(&config.spec)?);
-        let routes = Arc::new(RouteTable::new(&spec)?);
+        check_allow_lists(&config, &spec)?;
+        let routes = Arc::new(RouteTable::new(&spec)?.with_unknown_routes(config.unknown_routes));
         let backend = match config.mode {
             UpstreamMode::Mock => Either::Right(Mock),
             UpstreamMode::Proxy => Either::Left(Upstream::new(
@@ -92,6 +96,15 @@ impl Generation {
             tokens: tokens.clone(),
             auditor,
             max_body_bytes: config.max_body_bytes,
+            clients: Arc::new(Clients::new(&config.clients)),
+            max_concurrent_requests: config.limits.max_concurrent_requests,
+            request_timeout: config.limits.request_timeout,
+            head_limits: HeadLimits {
+                max_uri_bytes: config.limits.max_uri_bytes,
+                max_header_bytes: config.limits.max_header_bytes,
+                max_headers: config.limits.max_headers,
+            },
+            max_json_depth: config.limits.max_json_depth,
             upstream: backend,
             metrics,
         }));
@@ -104,6 +117,29 @@ impl Generation {
             token_problem,
             service,
         })
+    }
+
+    /// How callers are authenticated, for the start-up summary (never a key).
+    pub fn client_auth_summary(&self) -> String {
+        let mtls = self
+            .config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some());
+        match (self.config.clients.is_empty(), mtls) {
+            (false, _) => format!(
+                "client keys{} required: {}",
+                if mtls { " or certificates" } else { "" },
+                self.config
+                    .clients
+                    .iter()
+                    .map(|c| &*c.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            (true, true) => "client certificates required (any from tls.client_ca)".to_owned(),
+            (true, false) => "none".to_owned(),
+        }
     }
 
     /// How the upstream is authenticated, for the start-up summary (never the token).
@@ -125,6 +161,57 @@ impl Generation {
                 self.credential_header,
                 crate::config::API_TOKEN_ENV
             ),
+        }
+    }
+}
+
+/// Refuses an allow list naming an operation the spec does not have: a typo would otherwise
+/// lock a client out of the operation it was meant to reach.
+fn check_allow_lists(config: &Config, spec: &Spec) -> Result<(), ConfigError> {
+    for (i, client) in config.clients.iter().enumerate() {
+        for op in client.allow.iter().flatten() {
+            if op != ALLOW_ANY && !spec.operations.iter().any(|o| &o.id == op) {
+                return Err(ConfigError {
+                    setting: format!("clients[{i}].allow"),
+                    message: format!(
+                        "{op:?} is not an operationId in the spec (see `specgate routes`)"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the token file every `every` and, when it has changed, reloads the token of the
+/// generation serving requests: a good new token is used from then on; an empty, unreadable or
+/// malformed one is logged and the current token kept. A token file that was missing at start
+/// (specgate unready) triggers a full reload once it appears. Does nothing for a token from the
+/// environment.
+pub async fn watch_token_file(live: Arc<Live>, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let current = live.current();
+        match (&current.tokens, &current.config.token) {
+            (Credentials::Token(store), _) if store.file_changed() => {
+                let result = store.reload();
+                live.metrics().token_reload(result.is_ok());
+                match result {
+                    Ok(()) => tracing::info!(file = ?store.file(), "API token reloaded"),
+                    Err(error) => tracing::warn!(
+                        %error,
+                        "API token file changed but was not usable; keeping the current token"
+                    ),
+                }
+            }
+            (Credentials::Missing, Some(TokenSource::File(path))) if path.exists() => {
+                drop(current);
+                let _ = live.reload("token file appeared").await;
+            }
+            _ => {}
         }
     }
 }

@@ -3,14 +3,21 @@
 //! Both are plain functions over strings, so every decision is testable without a socket.
 //! A request routes only when its path names an operation exactly; anything that could reach a
 //! different upstream path than the one that was checked (dot segments, encoded slashes, empty
-//! segments, control bytes) is refused before matching.
+//! segments, control bytes, double encoding, `;` path parameters, overlong UTF-8 and look-alike
+//! dots and slashes) is refused before matching. With unknown routes forwarded, a path that
+//! matches nothing still passes every one of those checks before it goes upstream.
 
 use std::sync::Arc;
 
 use http::{HeaderValue, Method};
 
+use crate::config::UnknownRoutes;
 use crate::error::Error;
 use crate::spec::{Operation, Spec};
+
+/// The operation id of a request for a path the spec does not have, when such requests are
+/// forwarded.
+pub const UNSPECIFIED: &str = "(unspecified)";
 
 /// The operation a request was matched to, stored in the request's extensions.
 #[derive(Clone, Debug)]
@@ -20,6 +27,8 @@ pub struct Routed {
     /// The request path relative to the API base (`/connections`), to append to the upstream's
     /// base URL.
     pub upstream_path: Arc<str>,
+    /// The spec has no such operation; it is forwarded because unknown routes are.
+    pub unspecified: bool,
 }
 
 /// The spec's operations indexed by path template and method.
@@ -28,6 +37,7 @@ pub struct RouteTable {
     base_path: String,
     router: matchit::Router<usize>,
     paths: Vec<PathEntry>,
+    unknown: UnknownRoutes,
 }
 
 #[derive(Debug)]
@@ -82,7 +92,14 @@ impl RouteTable {
             base_path: spec.base_path.clone(),
             router,
             paths,
+            unknown: UnknownRoutes::Reject,
         })
+    }
+
+    /// Sets what happens to paths and methods the spec does not have.
+    pub fn with_unknown_routes(mut self, unknown: UnknownRoutes) -> Self {
+        self.unknown = unknown;
+        self
     }
 
     /// The path the spec's server URL puts operations under (`/api/3`).
@@ -95,16 +112,39 @@ impl RouteTable {
     pub fn route(&self, method: &Method, raw_path: &str) -> Result<Routed, Error> {
         check_path(raw_path)?;
         let path = self.strip_base(raw_path);
-        let matched = self.router.at(path).map_err(|_| Error::RouteNotFound)?;
-        let entry = &self.paths[*matched.value];
-        match entry.operations.iter().find(|op| op.method == method) {
-            Some(op) => Ok(Routed {
-                operation: op.clone(),
+        let refused = match self.router.at(path) {
+            Err(_) => Error::RouteNotFound,
+            Ok(matched) => {
+                let entry = &self.paths[*matched.value];
+                match entry.operations.iter().find(|op| op.method == method) {
+                    Some(op) => {
+                        return Ok(Routed {
+                            operation: op.clone(),
+                            upstream_path: Arc::from(path),
+                            unspecified: false,
+                        });
+                    }
+                    None => Error::MethodNotAllowed {
+                        method: method.clone(),
+                        allow: entry.allow.clone(),
+                    },
+                }
+            }
+        };
+        match self.unknown {
+            UnknownRoutes::Reject => Err(refused),
+            UnknownRoutes::Forward => Ok(Routed {
+                operation: Arc::new(Operation {
+                    id: UNSPECIFIED.to_owned(),
+                    method: method.clone(),
+                    template: path.to_owned(),
+                    body: None,
+                    // A POST may create something upstream: it is audited like any create.
+                    creates: method == Method::POST,
+                    example: None,
+                }),
                 upstream_path: Arc::from(path),
-            }),
-            None => Err(Error::MethodNotAllowed {
-                method: method.clone(),
-                allow: entry.allow.clone(),
+                unspecified: true,
             }),
         }
     }
@@ -148,7 +188,7 @@ pub fn check_path(path: &str) -> Result<(), Error> {
             ));
         }
         if !segment.contains('%') {
-            if segment == "." || segment == ".." {
+            if is_dot_segment(segment) {
                 return Err(Error::BadTarget("dot segment in the path"));
             }
             continue;
@@ -156,6 +196,23 @@ pub fn check_path(path: &str) -> Result<(), Error> {
         let decoded: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
         if !valid_percent_encoding(segment) {
             return Err(Error::BadTarget("malformed percent-encoding in the path"));
+        }
+        if decoded.contains(&b'%') {
+            // `%252e` is `%2e` to us and `.` to a server that decodes twice.
+            return Err(Error::BadTarget(
+                "percent-encoded '%' (double encoding) in the path",
+            ));
+        }
+        let Ok(text) = std::str::from_utf8(&decoded) else {
+            // Overlong forms such as `%c0%ae` are '.' to lenient decoders.
+            return Err(Error::BadTarget(
+                "percent-encoding in the path that is not UTF-8",
+            ));
+        };
+        if text.chars().any(|c| LOOK_ALIKES.contains(&c)) {
+            return Err(Error::BadTarget(
+                "a character some servers read as '.', '/' or '\\' in the path",
+            ));
         }
         if decoded
             .iter()
@@ -165,11 +222,32 @@ pub fn check_path(path: &str) -> Result<(), Error> {
                 "encoded slash, backslash or control byte in the path",
             ));
         }
-        if decoded == b"." || decoded == b".." {
+        if is_dot_segment(text) {
             return Err(Error::BadTarget("dot segment in the path"));
         }
     }
     Ok(())
+}
+
+/// Characters that Unicode normalisation (NFKC) or lenient servers turn into `.`, `/` or `\`.
+const LOOK_ALIKES: [char; 10] = [
+    '\u{2024}', // one dot leader
+    '\u{FE52}', // small full stop
+    '\u{FF0E}', // fullwidth full stop
+    '\u{2044}', // fraction slash
+    '\u{2215}', // division slash
+    '\u{FF0F}', // fullwidth solidus
+    '\u{FE68}', // small reverse solidus
+    '\u{FF3C}', // fullwidth reverse solidus
+    '\u{29F5}', // reverse solidus operator
+    '\u{2216}', // set minus
+];
+
+/// `.` or `..`, also with `;parameters` after it (`..;x`), which servlet containers and
+/// some proxies strip before resolving dot segments.
+fn is_dot_segment(segment: &str) -> bool {
+    let before_params = segment.split(';').next().unwrap_or(segment);
+    before_params == "." || before_params == ".."
 }
 
 fn valid_percent_encoding(segment: &str) -> bool {
@@ -288,9 +366,57 @@ mod tests {
             "/conn%zzections",
             "/conn%4",
             "connections",
+            "/api/3/..;/3/connections",
+            "/api/3/.;x/connections",
+            "/api/3/%2e%2e%3b/connections",
+            "/api/3/%252e%252e/connections",
+            "/api/3/%252fconnections",
+            "/api/3/%c0%ae%c0%ae/connections",
+            "/api/3/%ef%bc%8e%ef%bc%8e/connections",
+            "/api/3%ef%bc%8fconnections",
+            "/api/3/%E2%88%95connections",
+            "/api/3/%ff/connections",
+            "*",
+            "",
         ] {
             let e = table.route(&Method::POST, path).unwrap_err();
             assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{path}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_routes_forward_when_configured_and_are_marked() {
+        let table = table().with_unknown_routes(UnknownRoutes::Forward);
+        let routed = table.route(&Method::GET, "/api/3/contacts/7").unwrap();
+        assert!(routed.unspecified);
+        assert_eq!(routed.operation.id, UNSPECIFIED);
+        assert_eq!(&*routed.upstream_path, "/contacts/7");
+        assert!(!routed.operation.creates);
+        let other_method = table.route(&Method::GET, "/connections").unwrap();
+        assert!(other_method.unspecified);
+        let post = table.route(&Method::POST, "/api/3/contacts").unwrap();
+        assert!(post.operation.creates, "an unknown POST is audited");
+        let known = table.route(&Method::POST, "/connections").unwrap();
+        assert!(!known.unspecified);
+        assert_eq!(known.operation.id, "create-connection");
+        // The path checks apply to forwarded paths all the same.
+        let e = table.route(&Method::GET, "/api/3/../admin").unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn ordinary_encodings_still_route() {
+        let t = table_of(serde_json::json!({
+            "/contacts/{id}": {"get": {"operationId": "get"}}
+        }));
+        for path in [
+            "/contacts/a%20b",
+            "/contacts/caf%C3%A9",
+            "/contacts/a.b",
+            "/contacts/...",
+            "/contacts/a;b",
+        ] {
+            assert!(t.route(&Method::GET, path).is_ok(), "{path}");
         }
     }
 

@@ -1,8 +1,9 @@
 //! The request path, top to bottom, in one place.
 //!
 //! ```text
-//! client ─▶ request id ─▶ observe ─▶ rescue ─▶ body limit ─▶ route ─▶ validate ─▶ credential
-//!        ─▶ audit ─▶ upstream metrics ─▶ upstream (or, in mock mode, the spec's examples)
+//! client ─▶ request id ─▶ observe ─▶ rescue ─▶ shed ─▶ timeout ─▶ head check ─▶ authenticate
+//!        ─▶ rate limit ─▶ body limit ─▶ route ─▶ authorize ─▶ validate ─▶ credential ─▶ audit
+//!        ─▶ upstream metrics ─▶ upstream (or, in mock mode, the spec's examples)
 //! ```
 //!
 //! In a `ServiceBuilder` the first layer added is the outermost: it sees the request first and
@@ -10,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderName, Request, Response, header};
 use tower::{Service, ServiceBuilder};
@@ -18,12 +20,18 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use crate::audit::Auditor;
 use crate::body::Body;
 use crate::layer::audit::AuditLayer;
+use crate::layer::auth::{AuthenticateLayer, Clients, X_SPECGATE_KEY};
+use crate::layer::authorize::AuthorizeLayer;
 use crate::layer::credential::{CredentialLayer, Credentials};
+use crate::layer::head::{HeadCheckLayer, HeadLimits};
 use crate::layer::limit::BodyLimitLayer;
 use crate::layer::observe::ObserveLayer;
+use crate::layer::rate::RateLimitLayer;
 use crate::layer::request_id::RequestIdLayer;
 use crate::layer::rescue::RescueLayer;
 use crate::layer::route::RouteLayer;
+use crate::layer::shed::ShedLayer;
+use crate::layer::timeout::RequestTimeoutLayer;
 use crate::layer::upstream_metrics::UpstreamMetricsLayer;
 use crate::layer::validate::ValidateLayer;
 use crate::metrics::Metrics;
@@ -47,6 +55,16 @@ pub struct Parts {
     pub auditor: Auditor,
     /// Request bodies over this are refused.
     pub max_body_bytes: u64,
+    /// The apps allowed to call (none: no client authentication).
+    pub clients: Arc<Clients>,
+    /// Requests in flight before shedding.
+    pub max_concurrent_requests: usize,
+    /// Time for a whole request.
+    pub request_timeout: Duration,
+    /// Limits on the request head.
+    pub head_limits: HeadLimits,
+    /// Deepest JSON nesting accepted.
+    pub max_json_depth: usize,
     /// The innermost service.
     pub upstream: Backend,
     /// Where requests are counted.
@@ -70,6 +88,7 @@ where
         .layer(SetSensitiveRequestHeadersLayer::new([
             parts.credential_header.clone(),
             header::AUTHORIZATION,
+            X_SPECGATE_KEY,
             header::COOKIE,
             header::PROXY_AUTHORIZATION,
         ]))
@@ -79,12 +98,25 @@ where
         .layer(ObserveLayer::new(parts.metrics.clone()))
         // The one place errors become problem+json; inside the id so the body can name it.
         .layer(RescueLayer)
+        // Before any work: past the concurrency limit a request costs one 503, not a queue slot.
+        .layer(ShedLayer::new(parts.max_concurrent_requests))
+        // Inside the shed, so a request that runs out of time also gives its slot back.
+        .layer(RequestTimeoutLayer::new(parts.request_timeout))
+        // Cheap checks of the head alone (method, target form, sizes), before anyone parses it.
+        .layer(HeadCheckLayer::new(parts.head_limits))
+        // Before routing, so a caller without a key learns nothing about the spec (401, not
+        // 404/405); strips the client's own credentials whatever the outcome.
+        .layer(AuthenticateLayer::new(parts.clients))
+        // Needs the client; before the body is read, so a limited client costs nothing more.
+        .layer(RateLimitLayer)
         // Bound the body before anything can read it.
         .layer(BodyLimitLayer::new(parts.max_body_bytes))
-        // Only spec operations go further.
+        // Only spec operations go further (or, when configured, unknown paths marked as such).
         .layer(RouteLayer::new(parts.routes))
+        // Needs the operation; before the body is read, so a forbidden call reads nothing.
+        .layer(AuthorizeLayer)
         // A bad body stops here, before the token is anywhere near the request.
-        .layer(ValidateLayer)
+        .layer(ValidateLayer::new(parts.max_json_depth))
         // The stored token replaces whatever the client sent.
         .layer(CredentialLayer::new(parts.credential_header, parts.tokens))
         // Sees exactly what the upstream answered, and holds a create's 2xx until its record

@@ -2,17 +2,25 @@
 //!
 //! The token exists in two forms only: a [`SecretString`] (zeroised on drop, redacted in
 //! `Debug`) and the sensitive [`HeaderValue`] sent upstream (which `Debug` prints as
-//! `Sensitive` and HPACK never indexes). No error, log line or `Debug` output here includes it.
+//! `Sensitive` and HPACK never indexes), whose bytes are zeroised when the last request holding
+//! it is done. No error, log line or `Debug` output here includes it.
+//!
+//! Rotation: [`TokenStore::reload`] is the one way a new token comes in, whether from the
+//! file watch ([`watch`]) or a SIGHUP. A new token serves every request that starts after the
+//! swap; requests in flight keep the token they started with, so none fails for the swap.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::HeaderValue;
 #[cfg(test)]
 use secrecy::ExposeSecret;
 use secrecy::SecretString;
+use zeroize::Zeroize;
 
 use crate::config::{API_TOKEN_ENV, API_TOKEN_FILE, TokenSource};
 
@@ -28,6 +36,9 @@ pub struct TokenError {
 pub struct TokenStore {
     source: TokenSource,
     current: ArcSwap<Token>,
+    /// The version of the token file last read (whether or not it held a usable token), taken
+    /// before reading it: a change made while it was read is seen on the next check.
+    read_version: std::sync::Mutex<Option<FileVersion>>,
 }
 
 /// One loaded token.
@@ -68,8 +79,9 @@ impl Token {
         if !trimmed.bytes().all(|b| b.is_ascii_graphic()) {
             return Err("the token contains non-ASCII characters");
         }
-        let mut header =
-            HeaderValue::from_str(trimmed).map_err(|_| "the token is not a valid header value")?;
+        let wiped = Bytes::from_owner(Wiped(trimmed.as_bytes().into()));
+        let mut header = HeaderValue::from_maybe_shared(wiped)
+            .map_err(|_| "the token is not a valid header value")?;
         header.set_sensitive(true);
         Ok(Token {
             secret: SecretString::from(trimmed),
@@ -89,13 +101,31 @@ impl Token {
     }
 }
 
+/// The header value's bytes: overwritten with zeros when the last `Bytes` (and so the last
+/// `HeaderValue`) sharing them is dropped.
+struct Wiped(Box<[u8]>);
+
+impl AsRef<[u8]> for Wiped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 impl TokenStore {
     /// Loads the token from `source`.
     pub fn load(source: TokenSource) -> Result<TokenStore, TokenError> {
+        let version = source_version(&source);
         let token = read(&source)?;
         Ok(TokenStore {
             source,
             current: ArcSwap::from_pointee(token),
+            read_version: std::sync::Mutex::new(version),
         })
     }
 
@@ -108,6 +138,7 @@ impl TokenStore {
         Ok(TokenStore {
             source: TokenSource::Env,
             current: ArcSwap::from_pointee(token),
+            read_version: std::sync::Mutex::new(None),
         })
     }
 
@@ -119,9 +150,25 @@ impl TokenStore {
     /// Reads the source again; on success the new token serves every later request, and on
     /// failure the old one stays.
     pub fn reload(&self) -> Result<(), TokenError> {
-        let token = read(&self.source)?;
-        self.current.store(Arc::new(token));
+        let version = source_version(&self.source);
+        let read = read(&self.source);
+        *self.lock_version() = version;
+        self.current.store(Arc::new(read?));
         Ok(())
+    }
+
+    /// Whether the token file is no longer the version last read.
+    pub fn file_changed(&self) -> bool {
+        match self.file() {
+            Some(path) => file_version(path) != *self.lock_version(),
+            None => false,
+        }
+    }
+
+    fn lock_version(&self) -> std::sync::MutexGuard<'_, Option<FileVersion>> {
+        self.read_version
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The file the token is read from, if it is read from a file.
@@ -131,6 +178,36 @@ impl TokenStore {
             TokenSource::Env => None,
         }
     }
+}
+
+/// What identifies a version of the token file: a rewrite in place, a rename over it, or a
+/// Kubernetes secret's symlink swap all change it.
+#[derive(Debug, PartialEq, Eq)]
+struct FileVersion {
+    len: u64,
+    modified: Option<SystemTime>,
+    #[cfg(unix)]
+    inode: (u64, u64, i64, i64),
+}
+
+fn source_version(source: &TokenSource) -> Option<FileVersion> {
+    match source {
+        TokenSource::File(path) => file_version(path),
+        TokenSource::Env => None,
+    }
+}
+
+fn file_version(path: &Path) -> Option<FileVersion> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileVersion {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        #[cfg(unix)]
+        inode: {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
+        },
+    })
 }
 
 fn read(source: &TokenSource) -> Result<Token, TokenError> {
@@ -187,6 +264,45 @@ mod tests {
             store.current().header_value()
         );
         assert!(!shown.contains("SECRET-TOKEN-XYZ"), "{shown}");
+    }
+
+    #[test]
+    fn a_changed_file_is_noticed_whether_renamed_rewritten_or_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        let store = TokenStore::load(TokenSource::File(path.clone())).unwrap();
+        assert!(!store.file_changed());
+        // Replaced by rename, as `kubectl` and careful scripts do.
+        let next = dir.path().join("token.new");
+        std::fs::write(&next, "second\n").unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        assert!(store.file_changed());
+        store.reload().unwrap();
+        assert!(store.current().is("second"));
+        assert!(!store.file_changed(), "the version read is remembered");
+        // Rewritten in place, with a different length.
+        std::fs::write(&path, "  third-token\n").unwrap();
+        assert!(store.file_changed());
+        store.reload().unwrap();
+        assert!(store.current().is("third-token"));
+        // Emptied: noticed, refused, and the current token stays.
+        std::fs::write(&path, "").unwrap();
+        assert!(store.file_changed());
+        assert!(store.reload().is_err());
+        assert!(store.current().is("third-token"));
+        assert!(
+            !store.file_changed(),
+            "a refused version is not retried until it changes again"
+        );
+    }
+
+    #[test]
+    fn the_header_value_shares_the_wiped_bytes() {
+        let token = Token::parse("abc-123").unwrap();
+        let clone = token.header_value().clone();
+        drop(token);
+        assert_eq!(clone, "abc-123", "a request in flight keeps its token");
     }
 
     #[test]

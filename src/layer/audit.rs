@@ -17,6 +17,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::BoxFuture;
+use super::auth::ClientName;
 use super::request_id::RequestId;
 use super::validate::ParsedBody;
 use crate::audit::{Auditor, Entry, OnError, Outcome, ResourceFields, resource_id};
@@ -56,7 +57,10 @@ impl CreateRequest {
             operation_id: routed.operation.id.clone(),
             method: req.method().to_string(),
             path: req.uri().path().to_owned(),
-            client: None,
+            client: req
+                .extensions()
+                .get::<ClientName>()
+                .map(|c| c.0.to_string()),
             resource: req
                 .extensions()
                 .get::<ParsedBody>()

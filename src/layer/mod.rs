@@ -1,12 +1,18 @@
 //! The layers of the request path, one concern each. `stack.rs` puts them in order.
 
 pub mod audit;
+pub mod auth;
+pub mod authorize;
 pub mod credential;
+pub mod head;
 pub mod limit;
 pub mod observe;
+pub mod rate;
 pub mod request_id;
 pub mod rescue;
 pub mod route;
+pub mod shed;
+pub mod timeout;
 pub mod upstream_metrics;
 pub mod validate;
 

@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::auth::{ClientName, ClientSlot};
 use super::request_id::RequestId;
 use crate::body::Body;
 use crate::error::{Chain, Error};
@@ -55,11 +56,15 @@ where
         }
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let id = req.extensions().get::<RequestId>().cloned();
+        // The authenticate layer, further in, leaves the client's name here.
+        let client = ClientSlot::default();
+        req.extensions_mut().insert(client.clone());
         ResponseFuture {
             future: self.inner.call(req),
             id,
+            client,
         }
     }
 }
@@ -70,6 +75,7 @@ pin_project! {
         #[pin]
         future: F,
         id: Option<RequestId>,
+        client: ClientSlot,
     }
 }
 
@@ -81,16 +87,22 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        match std::task::ready!(this.future.poll(cx)) {
-            Ok(response) => Poll::Ready(Ok(response)),
+        let result = std::task::ready!(this.future.poll(cx));
+        let client = this.client.get().cloned();
+        let mut response = match result {
+            Ok(response) => response,
             Err(error) => {
                 let id = this.id.as_ref().map(RequestId::as_str);
-                log(&error, id);
+                log(&error, id, client.as_ref());
                 let mut response = error.to_response(id);
                 response.extensions_mut().insert(ErrorKind(error.kind()));
-                Poll::Ready(Ok(response))
+                response
             }
+        };
+        if let Some(client) = client {
+            response.extensions_mut().insert(client);
         }
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -98,13 +110,14 @@ where
 #[derive(Clone, Copy, Debug)]
 pub struct ErrorKind(pub &'static str);
 
-fn log(error: &Error, request_id: Option<&str>) {
+fn log(error: &Error, request_id: Option<&str>, client: Option<&ClientName>) {
     let status = error.status().as_u16();
     let kind = error.kind();
+    let client = client.map(|c| &*c.0);
     if error.status().is_server_error() {
-        tracing::warn!(request_id, status, kind, error = %Chain(error), "request failed");
+        tracing::warn!(request_id, client, status, kind, error = %Chain(error), "request failed");
     } else {
-        tracing::debug!(request_id, status, kind, error = %error, "request refused");
+        tracing::debug!(request_id, client, status, kind, error = %error, "request refused");
     }
 }
 

@@ -1,7 +1,8 @@
 //! Checks the request body against the operation's schema before anything leaves the machine.
 //!
 //! For an operation that takes JSON: the `Content-Type` must be JSON (415), the body must parse
-//! (400) and satisfy the compiled schema (422, one entry per violation). The body is read once,
+//! (400) with no object holding a key twice and no nesting past the limit (400, see
+//! [`crate::json`]), and satisfy the compiled schema (422, one entry per violation). The body is read once,
 //! behind the limit layer, and forwarded as the very bytes the client sent. Operations without
 //! a JSON body pass through unread.
 
@@ -45,8 +46,14 @@ pub fn body_kind(body: &RequestBody, headers: &HeaderMap) -> Result<BodyKind, Er
     let got = || Error::UnsupportedMediaType {
         got: Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
     };
-    let essence = media_essence(value.to_str().map_err(|_| got())?);
+    let text = value.to_str().map_err(|_| got())?;
+    let essence = media_essence(text);
     if body.json.is_some() && is_json(&essence) {
+        // JSON is UTF-8 (RFC 8259): a body labelled otherwise could be decoded upstream into
+        // something other than what was validated here.
+        if !charset_is_utf8(text) {
+            return Err(got());
+        }
         return Ok(BodyKind::Json);
     }
     let declared = body
@@ -59,6 +66,20 @@ pub fn body_kind(body: &RequestBody, headers: &HeaderMap) -> Result<BodyKind, Er
     }
 }
 
+/// Whether a `Content-Type` value has no `charset` parameter, or says UTF-8.
+fn charset_is_utf8(content_type: &str) -> bool {
+    content_type.split(';').skip(1).all(|param| {
+        let Some((name, value)) = param.split_once('=') else {
+            return true;
+        };
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            return true;
+        }
+        let value = value.trim().trim_matches('"');
+        value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("utf8")
+    })
+}
+
 fn media_matches(declared: &str, essence: &str) -> bool {
     match declared.split_once('/') {
         Some(("*", "*")) => true,
@@ -67,12 +88,14 @@ fn media_matches(declared: &str, essence: &str) -> bool {
     }
 }
 
-/// Parses and validates a JSON body. An empty body is a missing one.
+/// Parses and validates a JSON body. An empty body is a missing one; a body with a repeated key
+/// or nesting deeper than `max_depth` is refused before the schema sees it.
 pub fn validate_json(
     operation: &Operation,
     json: &JsonBody,
     required: bool,
     bytes: &[u8],
+    max_depth: usize,
 ) -> Result<Option<Value>, Error> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         if !required {
@@ -89,8 +112,7 @@ pub fn validate_json(
             }],
         });
     }
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| Error::MalformedJson(e.to_string()))?;
+    let value = crate::json::parse(bytes, max_depth)?;
     if let Some(schema) = &json.schema {
         // The fast check first: a valid body (the common case) never builds error messages.
         if !schema.is_valid(&value) {
@@ -104,14 +126,32 @@ pub fn validate_json(
 }
 
 /// Adds [`Validate`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ValidateLayer;
+#[derive(Clone, Copy, Debug)]
+pub struct ValidateLayer {
+    max_depth: usize,
+}
+
+impl ValidateLayer {
+    /// Validates bodies, refusing JSON nested deeper than `max_depth`.
+    pub fn new(max_depth: usize) -> Self {
+        ValidateLayer { max_depth }
+    }
+}
+
+impl Default for ValidateLayer {
+    fn default() -> Self {
+        ValidateLayer::new(crate::json::DEFAULT_MAX_DEPTH)
+    }
+}
 
 impl<S> Layer<S> for ValidateLayer {
     type Service = Validate<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Validate { inner }
+        Validate {
+            inner,
+            max_depth: self.max_depth,
+        }
     }
 }
 
@@ -119,6 +159,7 @@ impl<S> Layer<S> for ValidateLayer {
 #[derive(Clone, Debug)]
 pub struct Validate<S> {
     inner: S,
+    max_depth: usize,
 }
 
 impl<S> Service<Request<Body>> for Validate<S>
@@ -138,6 +179,7 @@ where
         // The ready inner service serves this request; a fresh clone waits for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let max_depth = self.max_depth;
         Box::pin(async move {
             let routed = req
                 .extensions()
@@ -159,7 +201,7 @@ where
                 return Err(Error::UnsupportedMediaType { got: None });
             }
             let parsed = match &body.json {
-                Some(json) => validate_json(operation, json, body.required, &bytes)?,
+                Some(json) => validate_json(operation, json, body.required, &bytes, max_depth)?,
                 None if body.required && bytes.is_empty() => {
                     return Err(Error::UnsupportedMediaType { got: None });
                 }
@@ -207,7 +249,7 @@ mod tests {
             req = req.header(header::CONTENT_TYPE, ct);
         }
         let result = route
-            .layer(ValidateLayer.layer(inner))
+            .layer(ValidateLayer::default().layer(inner))
             .oneshot(req.body(Body::from(body)).unwrap())
             .await;
         let forwarded = seen.lock().unwrap().len();
@@ -226,7 +268,7 @@ mod tests {
         let (seen, inner) = recorder();
         let spec = Spec::load(&SpecSource::default()).unwrap();
         let stack = RouteLayer::new(Arc::new(RouteTable::new(&spec).unwrap()))
-            .layer(ValidateLayer.layer(inner));
+            .layer(ValidateLayer::default().layer(inner));
         let req = Request::post("/connections")
             .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
             .body(Body::from(VALID))
@@ -242,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_kind_of_bad_body_gets_its_status_and_is_not_forwarded() {
-        let cases: [(Option<&str>, &'static str, u16); 7] = [
+        let cases: [(Option<&str>, &'static str, u16); 10] = [
             (Some("text/plain"), VALID, 415),
             (None, VALID, 415),
             (Some("application/json"), "{\"connection\":", 400),
@@ -250,6 +292,21 @@ mod tests {
             (Some("application/json"), "{\"connection\": null}", 422),
             (Some("application/json"), "", 422),
             (Some("application/json"), "[1,2]", 422),
+            (
+                Some("application/json"),
+                r#"{"connection":{"service":"a","service":"b"}}"#,
+                400,
+            ),
+            (
+                Some("application/json"),
+                r#"{"connection":{},"connection":{}}"#,
+                400,
+            ),
+            (
+                Some("application/json"),
+                r#"{"connection":{"name":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}"#,
+                400,
+            ),
         ];
         for (content_type, body, expected) in cases {
             let (result, forwarded) = send(content_type, body).await;
@@ -286,6 +343,23 @@ mod tests {
             .map(|v| v.source.pointer.as_str())
             .collect();
         assert!(pointers.contains(&"/connection/logoUrl"), "{pointers:?}");
+    }
+
+    #[test]
+    fn json_labelled_in_another_charset_is_refused() {
+        assert!(charset_is_utf8("application/json"));
+        assert!(charset_is_utf8("application/json; charset=UTF-8"));
+        assert!(charset_is_utf8("application/json;charset=\"utf-8\""));
+        assert!(!charset_is_utf8("application/json; charset=utf-16"));
+        assert!(!charset_is_utf8("application/json; charset=latin1"));
+        assert!(!charset_is_utf8("application/json; a=b; charset=utf-7"));
+    }
+
+    #[tokio::test]
+    async fn a_body_in_another_charset_is_415_and_not_forwarded() {
+        let (result, forwarded) = send(Some("application/json; charset=utf-16"), VALID).await;
+        assert_eq!(status(&result), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(forwarded, 0);
     }
 
     #[test]

@@ -45,6 +45,14 @@ pub struct TestCa {
     pub dir: tempfile::TempDir,
     pub ca_pem: PathBuf,
     pub server: Arc<rustls::ServerConfig>,
+    issuer: Issuer<'static, KeyPair>,
+    leaf_pem: (String, String),
+}
+
+/// A certificate and its key, PEM-encoded.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl TestCa {
@@ -62,6 +70,10 @@ impl TestCa {
         let leaf_params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        let leaf_pem = (
+            format!("{}{}", leaf.pem(), ca_cert.pem()),
+            leaf_key.serialize_pem(),
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let ca_pem = dir.path().join("ca.pem");
@@ -77,7 +89,48 @@ impl TestCa {
             dir,
             ca_pem,
             server: Arc::new(server),
+            issuer,
+            leaf_pem,
         }
+    }
+
+    /// Writes the `localhost` server certificate chain and key into the CA's directory, for
+    /// specgate's own TLS listener: (cert, key) paths.
+    pub fn server_files(&self) -> (PathBuf, PathBuf) {
+        let cert = self.dir.path().join("server.pem");
+        let key = self.dir.path().join("server.key");
+        std::fs::write(&cert, &self.leaf_pem.0).unwrap();
+        std::fs::write(&key, &self.leaf_pem.1).unwrap();
+        (cert, key)
+    }
+
+    /// A client certificate with this subject common name.
+    pub fn client_cert(&self, common_name: &str) -> Issued {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// An HTTPS client that trusts this CA, presenting `identity` if given.
+    pub fn https_client(&self, identity: Option<&Issued>) -> reqwest::Client {
+        install_crypto();
+        let ca = std::fs::read(&self.ca_pem).unwrap();
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()]);
+        if let Some(id) = identity {
+            let pem = format!("{}{}", id.cert_pem, id.key_pem);
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
     }
 }
 
@@ -243,6 +296,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub stderr: Arc<(Mutex<String>, Condvar)>,
+    /// Everything it wrote to stdout.
+    pub stdout: Arc<Mutex<Vec<u8>>>,
     pub audit_log: PathBuf,
     pub dir: tempfile::TempDir,
 }
@@ -319,7 +374,7 @@ impl Gateway {
             .env("SPECGATE_LOG_FORMAT", "json")
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(cwd) = cwd {
             command.current_dir(cwd).env_remove("SPECGATE_AUDIT_LOG");
@@ -328,6 +383,19 @@ impl Gateway {
             command.env(k, v);
         }
         let mut child = command.spawn().expect("spawn specgate");
+        // Every byte it writes is kept, for tests that search all of it.
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let mut out_pipe = child.stdout.take().unwrap();
+        let out = stdout.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut out_pipe, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
         let stderr = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let pipe = child.stderr.take().unwrap();
@@ -374,9 +442,29 @@ impl Gateway {
             addr,
             admin,
             stderr,
+            stdout,
             audit_log,
             dir,
         }
+    }
+
+    /// The process id, to read its memory use.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits (bounded: panics after `within`) until the logs hold `count` lines containing
+    /// `needle`. Woken by each log line; no sleeping.
+    pub fn wait_for_log_text(&self, needle: &str, count: usize, within: Duration) {
+        let (text, changed) = &*self.stderr;
+        let log = text.lock().unwrap();
+        let (log, timeout) = changed
+            .wait_timeout_while(log, within, |log| log.matches(needle).count() < count)
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "no {count} log lines with {needle:?} within {within:?}:\n{log}"
+        );
     }
 
     pub fn url(&self, path: &str) -> String {
