@@ -45,6 +45,7 @@ settings! {
     UPSTREAM_CONNECT_TIMEOUT_MS = "upstream.connect_timeout_ms", "SPECGATE_UPSTREAM_CONNECT_TIMEOUT_MS";
     UPSTREAM_POOL_IDLE_TIMEOUT_MS = "upstream.pool_idle_timeout_ms", "SPECGATE_UPSTREAM_POOL_IDLE_TIMEOUT_MS";
     UPSTREAM_POOL_MAX_IDLE = "upstream.pool_max_idle_per_host", "SPECGATE_UPSTREAM_POOL_MAX_IDLE";
+    UPSTREAM_HTTP2 = "upstream.http2", "SPECGATE_UPSTREAM_HTTP2";
     SPEC = "spec.path", "SPECGATE_SPEC";
     OVERLAYS = "spec.overlays", "SPECGATE_OVERLAYS";
     AUDIT_LOG = "audit.path", "SPECGATE_AUDIT_LOG";
@@ -265,6 +266,8 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout: Duration,
     /// How many idle connections are kept.
     pub pool_max_idle_per_host: usize,
+    /// Offer HTTP/2 by ALPN (`auto`), or speak only HTTP/1.1 over a pool of connections (`off`).
+    pub http2: bool,
 }
 
 /// The audit log.
@@ -886,6 +889,7 @@ impl Config {
                 pool_max_idle_per_host: s
                     .u64(UPSTREAM_POOL_MAX_IDLE, defaults::UPSTREAM_POOL_MAX_IDLE)?
                     as usize,
+                http2: s.choice(UPSTREAM_HTTP2, &[("auto", true), ("off", false)], true)?,
             },
             spec: SpecSource {
                 path: s.string(SPEC)?.map(PathBuf::from),

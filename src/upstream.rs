@@ -85,9 +85,12 @@ pub fn client(config: &UpstreamConfig) -> Result<HttpsClient, SetupError> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config(config.ca_file.as_deref())?)
         .https_only()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
+        .enable_http1();
+    let https = if config.http2 {
+        https.enable_http2().wrap_connector(http)
+    } else {
+        https.wrap_connector(http)
+    };
     Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())

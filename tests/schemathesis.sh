@@ -35,14 +35,18 @@ trap cleanup EXIT
 token="st-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 printf '%s\n' "$token" > "$work/token"
 
+# Both children write to pipes this script reads from process substitutions (not coprocs:
+# bash closes a coproc's descriptors in background subshells, and a pipe nobody drains fills
+# up and stalls the writer).
 # The stand-in prints {"port": N} once it accepts connections.
-coproc UP { STAND_IN_TOKEN="$token" exec target/release/examples/stand_in_upstream "$work"; }
-UP_PID=$UP_PID
-read -r -t 60 line <&"${UP[0]}" || { echo "the stand-in upstream did not start" >&2; exit 1; }
+exec 4< <(STAND_IN_TOKEN="$token" exec target/release/examples/stand_in_upstream "$work")
+UP_PID=$!
+read -r -t 60 line <&4 || { echo "the stand-in upstream did not start" >&2; exit 1; }
 port=$(printf '%s' "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin)["port"])')
+cat <&4 > /dev/null &
 
 # The gateway logs "specgate ready" with its address once it accepts connections.
-coproc GW {
+exec 3< <(
     SPECGATE_UPSTREAM="https://localhost:$port/api/3" \
     SPECGATE_UPSTREAM_CA="$work/ca.pem" \
     SPECGATE_API_TOKEN_FILE="$work/token" \
@@ -50,10 +54,10 @@ coproc GW {
     SPECGATE_LISTEN=127.0.0.1:0 SPECGATE_ADMIN_LISTEN=127.0.0.1:0 \
     SPECGATE_LOG_FORMAT=json RUST_LOG=info \
     exec target/release/specgate serve 2>&1
-}
-GW_PID=$GW_PID
+)
+GW_PID=$!
 listen=
-while read -r -t 60 line <&"${GW[0]}"; do
+while read -r -t 60 line <&3; do
     echo "$line" >> "$work/gateway.log"
     case "$line" in
         *'"specgate ready"'*)
@@ -62,14 +66,15 @@ while read -r -t 60 line <&"${GW[0]}"; do
     esac
 done
 [ -n "$listen" ] || { echo "the gateway did not start:" >&2; cat "$work/gateway.log" >&2; exit 1; }
-cat <&"${GW[0]}" >> "$work/gateway.log" &
+# Keep draining the gateway's log for the token search at the end.
+cat <&3 >> "$work/gateway.log" &
 
 status=0
 "$venv/bin/st" run schemas/activecampaign-v3.json \
     --url "http://$listen/api/3" \
     --checks not_a_server_error,response_schema_conformance,content_type_conformance,response_headers_conformance,negative_data_rejection \
     --max-examples "${ST_MAX_EXAMPLES:-300}" \
-    --max-time "${ST_MAX_TIME:-90}" \
+    --max-time "${ST_MAX_TIME:-60}" \
     --workers 2 \
     --seed 20261127 \
     --generation-database none \
