@@ -119,11 +119,7 @@ impl App {
             // gets the stack's problem+json rather than hyper's bare 431.
             max_head_bytes: 2 * (limits.max_uri_bytes + limits.max_header_bytes),
             max_headers: 2 * limits.max_headers,
-            tls: config
-                .tls
-                .as_ref()
-                .map(crate::tls::server_config)
-                .transpose()?,
+            tls: self.live.tls(),
         };
         let client_auth = current.client_auth_summary();
         if client_auth == "none" {
@@ -164,13 +160,9 @@ impl App {
             "specgate ready"
         );
         let grace = config.shutdown_grace;
-        let token_poll = config.token_poll;
         drop(current);
         // A rotated token file is picked up without a restart (SIGHUP reloads it too).
-        let token_watch = tokio::spawn(crate::reload::watch_token_file(
-            self.live.clone(),
-            token_poll,
-        ));
+        let token_watch = tokio::spawn(crate::reload::watch_token_file(self.live.clone()));
 
         let admin_stop = Arc::new(tokio::sync::Notify::new());
         let admin_task = {
@@ -203,8 +195,13 @@ impl App {
         };
 
         let live = self.live.clone();
+        // When shutdown began: one grace period covers both in-flight requests and forwarded
+        // creates still waiting for their record.
+        let stopping = Arc::new(std::sync::OnceLock::new());
+        let stopping_at = stopping.clone();
         let shutdown = async move {
             let signal = signals.terminate().await;
+            let _ = stopping_at.set(std::time::Instant::now());
             // Readiness fails before anything else changes, so traffic drains first.
             live.start_draining();
             tracing::info!(
@@ -227,8 +224,19 @@ impl App {
         // Each create's record is synced before its response is released, so once no request
         // is in flight every acknowledged record is on disk; the flush also leaves the head
         // file naming the last record (and syncs an `interval` log).
-        if let Err(error) = self.live.auditor().flush().await {
-            tracing::error!(%error, "audit log not flushed at shutdown");
+        let left = stopping
+            .get()
+            .map_or(grace, |started: &std::time::Instant| {
+                grace.saturating_sub(started.elapsed())
+            });
+        match self.live.auditor().finish(left).await {
+            Ok(0) => {}
+            Ok(unfinished) => tracing::warn!(
+                unfinished,
+                "creates still waiting for the upstream after the grace period: their outcome \
+                 is not recorded (query --outcome unknown shows them)"
+            ),
+            Err(error) => tracing::error!(%error, "audit log not flushed at shutdown"),
         }
         let in_flight = self.live.metrics().in_flight().get();
         if in_flight == 0 {

@@ -191,7 +191,7 @@ pub enum UnknownRoutes {
 pub struct Limits {
     /// Time for a connection to send a whole request head (and for a TLS handshake).
     pub header_read_timeout: Duration,
-    /// Time for a whole request: head, body and the upstream's response headers.
+    /// Time for a request to arrive and be checked, until it is forwarded.
     pub request_timeout: Duration,
     /// Requests in flight; more are answered 503 at once.
     pub max_concurrent_requests: usize,

@@ -50,9 +50,9 @@ pub enum Error {
     /// The body is not JSON.
     #[error("request body is not valid JSON: {0}")]
     MalformedJson(String),
-    /// The operation requires a body and none was sent.
-    #[error("request body is required")]
-    BodyMissing,
+    /// The operation declares no request body and one was sent.
+    #[error("this operation takes no request body")]
+    BodyNotAllowed,
     /// The body is JSON but does not satisfy the operation's schema.
     #[error("request body does not match the schema of operation {operation_id}")]
     SchemaViolations {
@@ -207,7 +207,7 @@ impl Error {
             | Error::MalformedJson(_)
             | Error::DuplicateKey { .. }
             | Error::JsonTooDeep { .. } => StatusCode::BAD_REQUEST,
-            Error::BodyMissing => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::BodyNotAllowed => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::SchemaViolations { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -252,7 +252,7 @@ impl Error {
                 "Unsupported media type",
             ),
             Error::MalformedJson(_) => ("urn:specgate:problem:malformed-json", "Malformed JSON"),
-            Error::BodyMissing => ("urn:specgate:problem:body-missing", "Body required"),
+            Error::BodyNotAllowed => ("urn:specgate:problem:body-not-allowed", "No body expected"),
             Error::SchemaViolations { .. } => (
                 "urn:specgate:problem:schema-violation",
                 "Request body does not match the API schema",
@@ -390,18 +390,45 @@ impl Error {
     }
 }
 
+/// The first cause of type `T` in an error's chain, looking inside `io::Error`s too (whose
+/// `source()` skips the error they wrap).
+pub fn find_cause<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && let Some(found) = find_cause::<T>(inner)
+        {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
 /// Shows an error with its chain of causes, for logs.
 pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        // Some errors repeat their cause in their own message: each text is shown once.
+        let mut text = self.0.to_string();
         let mut source = self.0.source();
         while let Some(cause) = source {
-            write!(f, ": {cause}")?;
+            let more = cause.to_string();
+            if !text.contains(&more) {
+                text.push_str(": ");
+                text.push_str(&more);
+            }
             source = cause.source();
         }
-        Ok(())
+        f.write_str(&text)
     }
 }
 
@@ -485,7 +512,7 @@ mod tests {
             (Error::BodyTooLarge { limit: 1 }, 413),
             (Error::UnsupportedMediaType { got: None }, 415),
             (Error::MalformedJson("x".into()), 400),
-            (Error::BodyMissing, 422),
+            (Error::BodyNotAllowed, 400),
             (Error::AuditUnavailable, 503),
             (Error::Unauthenticated("x"), 401),
             (

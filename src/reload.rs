@@ -55,6 +55,9 @@ pub struct Generation {
     pub tokens: Credentials,
     /// Why no token is loaded, when none is (for readiness and logs; never the token).
     pub token_problem: Option<String>,
+    /// Inbound TLS from `tls.cert`/`tls.key`/`tls.client_ca`, read afresh by each generation
+    /// (a renewed certificate is picked up by a reload).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The stack built from all of the above.
     pub service: ProxyService,
 }
@@ -73,6 +76,11 @@ impl Generation {
     ) -> Result<Generation, StartError> {
         let spec = Arc::new(Spec::load(&config.spec)?);
         check_allow_lists(&config, &spec)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
         let routes = Arc::new(RouteTable::new(&spec)?.with_unknown_routes(config.unknown_routes));
         let backend = match config.mode {
             UpstreamMode::Mock => Either::Right(Mock),
@@ -115,6 +123,7 @@ impl Generation {
             credential_header,
             tokens,
             token_problem,
+            tls,
             service,
         })
     }
@@ -183,17 +192,16 @@ fn check_allow_lists(config: &Config, spec: &Spec) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Checks the token file every `every` and, when it has changed, reloads the token of the
+/// Checks the token file every `api_token_poll_ms` and, when it has changed, reloads the token of the
 /// generation serving requests: a good new token is used from then on; an empty, unreadable or
 /// malformed one is logged and the current token kept. A token file that was missing at start
 /// (specgate unready) triggers a full reload once it appears. Does nothing for a token from the
 /// environment.
-pub async fn watch_token_file(live: Arc<Live>, every: std::time::Duration) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
+pub async fn watch_token_file(live: Arc<Live>) {
     loop {
-        ticks.tick().await;
+        // Read each time, so a reload can change the interval.
+        let every = live.current().config.token_poll;
+        tokio::time::sleep(every).await;
         let current = live.current();
         match (&current.tokens, &current.config.token) {
             (Credentials::Token(store), _) if store.file_changed() => {
@@ -272,7 +280,47 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, St
         old.shutdown_grace.as_millis().to_string(),
         new.shutdown_grace.as_millis().to_string(),
     );
+    // TLS on or off: the listener is built for one or the other (certificates themselves
+    // reload).
+    check(
+        "SPECGATE_TLS_CERT",
+        old.tls.is_some().to_string(),
+        new.tls.is_some().to_string(),
+    );
+    // The listener's limits.
+    check(
+        crate::config::MAX_CONNECTIONS.env,
+        old.limits.max_connections.to_string(),
+        new.limits.max_connections.to_string(),
+    );
+    check(
+        crate::config::HEADER_READ_TIMEOUT_MS.env,
+        old.limits.header_read_timeout.as_millis().to_string(),
+        new.limits.header_read_timeout.as_millis().to_string(),
+    );
+    // The audit writer and shipper are opened once per process.
+    check(
+        "SPECGATE_AUDIT_*",
+        audit_settings(&old.audit),
+        audit_settings(&new.audit),
+    );
     changes
+}
+
+/// Every audit setting but the path, as one comparable string.
+fn audit_settings(audit: &crate::config::AuditConfig) -> String {
+    format!(
+        "sync={:?} on_error={:?} hmac_key_file={:?} max_file_bytes={} keep_files={} shipping={:?}",
+        audit.sync,
+        audit.on_error,
+        audit.hmac_key_file,
+        audit.max_file_bytes,
+        audit.keep_files,
+        audit
+            .ship
+            .as_ref()
+            .map(|ship| (&ship.url, &ship.node, ship.batch, ship.poll))
+    )
 }
 
 /// What a successful reload loaded.
@@ -288,6 +336,9 @@ pub struct Reloaded {
 #[derive(Debug)]
 pub struct Live {
     current: ArcSwap<Generation>,
+    /// The inbound TLS configuration new connections are accepted with; a reload swaps in the
+    /// new generation's (TLS on or off needs a restart).
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     auditor: Auditor,
     metrics: Metrics,
     config_file: Option<PathBuf>,
@@ -307,6 +358,7 @@ impl Live {
         mock: bool,
     ) -> Self {
         Live {
+            tls: first.tls.clone().map(|tls| Arc::new(ArcSwap::new(tls))),
             current: ArcSwap::from_pointee(first),
             auditor,
             metrics,
@@ -315,6 +367,11 @@ impl Live {
             reloading: tokio::sync::Mutex::new(()),
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// The inbound TLS configuration for new connections, if TLS is on.
+    pub fn tls(&self) -> Option<Arc<ArcSwap<rustls::ServerConfig>>> {
+        self.tls.clone()
     }
 
     /// The generation serving new requests.
@@ -383,6 +440,9 @@ impl Live {
                     mode = %next.config.mode,
                     "config reloaded"
                 );
+                if let (Some(slot), Some(tls)) = (&self.tls, &next.tls) {
+                    slot.store(tls.clone());
+                }
                 self.swap(next);
                 Ok(reloaded)
             }

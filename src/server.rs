@@ -40,7 +40,8 @@ pub struct Listening {
     /// hyper's limit on header fields (a backstop above the stack's own limit).
     pub max_headers: usize,
     /// Inbound TLS, if configured.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Read for each new connection, so a reload can replace the certificate.
+    pub tls: Option<Arc<arc_swap::ArcSwap<rustls::ServerConfig>>>,
 }
 
 impl Default for Listening {
@@ -86,7 +87,7 @@ pub async fn serve<S>(
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(listening.max_connections));
-    let tls = listening.tls.clone().map(TlsAcceptor::from);
+    let tls = listening.tls.clone();
     let head_timeout = listening.header_read_timeout;
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -124,7 +125,8 @@ pub async fn serve<S>(
                                 .serve_connection(io, TowerToHyperService::new(service));
                             watcher.watch(conn).await
                         }
-                        Some(acceptor) => {
+                        Some(config) => {
+                            let acceptor = TlsAcceptor::from(config.load_full());
                             let tls = match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
                                 Ok(Ok(tls)) => tls,
                                 Ok(Err(error)) => {

@@ -27,19 +27,42 @@ fn certificates(
     setting: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let error = |problem: String| TlsSetupError {
+    pem_certificates(path).map_err(|problem| TlsSetupError {
         setting,
         path: path.display().to_string(),
         problem,
-    };
+    })
+}
+
+/// The PEM certificates in `path`: at least one, or why not.
+pub fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| error(e.to_string()))?
+        .map_err(|e| e.to_string())?
         .collect::<Result<_, _>>()
-        .map_err(|e| error(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     if certs.is_empty() {
-        return Err(error("no PEM certificates in the file".into()));
+        return Err("no PEM certificates in the file".into());
     }
     Ok(certs)
+}
+
+/// A rustls client configuration (ring, TLS 1.2 and 1.3) trusting the web PKI roots plus the
+/// certificates in `extra_ca`: for the upstream, and for PostgreSQL.
+pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = extra_ca {
+        for cert in pem_certificates(path)? {
+            roots.add(cert).map_err(|e| e.to_string())?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// The rustls server configuration for `config`.

@@ -21,6 +21,7 @@ use http::HeaderValue;
 use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 use crate::config::{API_TOKEN_ENV, API_TOKEN_FILE, TokenSource};
 
@@ -214,23 +215,24 @@ fn read(source: &TokenSource) -> Result<Token, TokenError> {
     match source {
         TokenSource::Env => {
             let origin = API_TOKEN_ENV.to_owned();
-            let raw = std::env::var(API_TOKEN_ENV).map_err(|_| TokenError {
+            // Every copy of the raw token is zeroised when dropped.
+            let raw = Zeroizing::new(std::env::var(API_TOKEN_ENV).map_err(|_| TokenError {
                 origin: origin.clone(),
                 problem: "not set, or not valid UTF-8",
-            })?;
+            })?);
             Token::parse(&raw).map_err(|problem| TokenError { origin, problem })
         }
         TokenSource::File(path) => {
             let origin = format!("{} ({})", API_TOKEN_FILE.env, path.display());
-            let raw = std::fs::read(path).map_err(|_| TokenError {
+            let raw = Zeroizing::new(std::fs::read(path).map_err(|_| TokenError {
                 origin: origin.clone(),
                 problem: "the file cannot be read",
-            })?;
-            let raw = String::from_utf8(raw).map_err(|_| TokenError {
+            })?);
+            let raw = std::str::from_utf8(&raw).map_err(|_| TokenError {
                 origin: origin.clone(),
                 problem: "the file is not valid UTF-8",
             })?;
-            Token::parse(&raw).map_err(|problem| TokenError { origin, problem })
+            Token::parse(raw).map_err(|problem| TokenError { origin, problem })
         }
     }
 }

@@ -16,8 +16,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tower_service::Service;
 
 use crate::body::Body;
@@ -25,6 +23,7 @@ use crate::config::UpstreamConfig;
 use crate::error::Error;
 use crate::layer::BoxFuture;
 use crate::layer::limit::{MaxBody, is_limit_error};
+use crate::layer::timeout::Forwarding;
 use crate::route::Routed;
 
 /// The pooled HTTPS client.
@@ -48,31 +47,10 @@ pub enum SetupError {
 
 /// The rustls client configuration: web PKI roots plus `extra_ca`, TLS 1.2 and 1.3.
 pub fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, SetupError> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(path) = extra_ca {
-        let ca_error = |problem: String| SetupError::Ca {
-            path: path.display().to_string(),
-            problem,
-        };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca_error(e.to_string()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| ca_error(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(ca_error("no PEM certificates in the file".into()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    // ALPN (h2, http/1.1) is set by the connector from the HTTP versions it enables.
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    crate::tls::client_config(extra_ca).map_err(|problem| SetupError::Ca {
+        path: extra_ca.map_or_else(String::new, |p| p.display().to_string()),
+        problem,
+    })
 }
 
 /// The pooled client for `config`.
@@ -171,6 +149,9 @@ impl Service<Request<Body>> for Upstream {
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
         let body_limit = parts.extensions.get::<MaxBody>().map_or(0, |m| m.0);
+        if let Some(forwarding) = parts.extensions.get::<Forwarding>() {
+            forwarding.start();
+        }
         let routed = parts
             .extensions
             .get::<Routed>()
@@ -211,7 +192,7 @@ pub fn classify(
     connect_timeout: Duration,
     body_limit: u64,
 ) -> Error {
-    if find_cause::<rustls::Error>(&error).is_some() {
+    if crate::error::find_cause::<rustls::Error>(&error).is_some() {
         return Error::UpstreamTls(error.into());
     }
     if is_limit_error(&error) {
@@ -219,7 +200,7 @@ pub fn classify(
         return Error::BodyTooLarge { limit: body_limit };
     }
     if error.is_connect() {
-        let timed_out = find_cause::<std::io::Error>(&error)
+        let timed_out = crate::error::find_cause::<std::io::Error>(&error)
             .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
         if timed_out {
             return Error::UpstreamTimeout {
@@ -229,28 +210,6 @@ pub fn classify(
         return Error::UpstreamConnect(error.into());
     }
     Error::UpstreamProtocol(error.into())
-}
-
-/// The first cause of type `T` in an error's chain, looking inside `io::Error`s too (whose
-/// `source()` skips the error they wrap).
-fn find_cause<'a, T: std::error::Error + 'static>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        if let Some(inner) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            && let Some(found) = find_cause::<T>(inner)
-        {
-            return Some(found);
-        }
-        current = e.source();
-    }
-    None
 }
 
 #[cfg(test)]

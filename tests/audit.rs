@@ -346,3 +346,74 @@ fn verify_names_the_file_and_line_of_tampering() {
         "records 5..6 were cut from the end",
     );
 }
+
+// Multi-threaded: the stand-in upstream must keep answering while this thread blocks on the
+// gateway's exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_client_hangs_up_is_still_recorded() {
+    let ca = TestCa::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let upstream = Upstream::start(&ca, move |_| {
+        Reply::Held(held.clone(), Box::new(Reply::json(201, CREATED)))
+    })
+    .await;
+    let mut gw = Gateway::start(&env_for(&ca, &upstream));
+    let url = gw.url("/api/3/connections");
+    // Over HTTP/2 (prior knowledge) a client that gives up resets its stream, and the server
+    // drops whatever was answering it.
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let request = tokio::spawn(async move {
+        h2.post(url)
+            .header("content-type", "application/json")
+            .header("x-request-id", "hung-up")
+            .body(VALID_CREATE)
+            .send()
+            .await
+    });
+    // The create is in the upstream's hands; now the client goes away.
+    upstream.wait_for_requests(1).await;
+    request.abort();
+    let _ = request.await;
+    gate.add_permits(1);
+    // A graceful stop waits for the forwarded create to be recorded.
+    assert_eq!(gw.stop(), Some(0));
+    let records = gw.audit_lines();
+    let outcomes: Vec<_> = records
+        .iter()
+        .map(|r| (r["outcome"].as_str().unwrap(), r["attempt"].clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [("attempted", Value::Null), ("created", Value::from(1))],
+        "the create's outcome is recorded although nobody was left to tell:\n{}",
+        gw.logs()
+    );
+    assert_eq!(records[1]["request_id"], "hung-up");
+    assert_eq!(records[1]["resource_id"], "1");
+}
+
+#[tokio::test]
+async fn creates_ask_for_an_uncompressed_answer_so_the_id_can_be_read() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let gw = Gateway::start(&env_for(&ca, &upstream));
+    let response = client()
+        .post(gw.url("/api/3/connections"))
+        .header("content-type", "application/json")
+        .header("accept-encoding", "gzip, br")
+        .body(VALID_CREATE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        upstream.requests()[0].headers["accept-encoding"],
+        "identity"
+    );
+    assert_eq!(gw.audit_lines()[1]["resource_id"], "1");
+}

@@ -669,3 +669,28 @@ paths:
         json!({"email": "a@example.com", "phone": null})
     );
 }
+
+#[tokio::test]
+async fn a_client_cannot_strip_the_injected_token_with_connection() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let gw = Gateway::start(&env_for(&ca, &upstream));
+    // Connection names headers that are hop-by-hop: they go at the edge, before specgate sets
+    // its own, not after.
+    let head = "POST /api/3/connections HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nconnection: keep-alive, api-token";
+    let (status, body) = raw_request(gw.addr, head, VALID_CREATE.as_bytes()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(upstream.requests()[0].headers["api-token"], CANARY_TOKEN);
+}
+
+#[tokio::test]
+async fn two_content_types_are_refused() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let gw = Gateway::start(&env_for(&ca, &upstream));
+    let head = "POST /api/3/connections HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-type: application/json";
+    let (status, body) = raw_request(gw.addr, head, VALID_CREATE.as_bytes()).await;
+    assert_eq!(status, 415, "{body}");
+    assert!(body.contains("more than one Content-Type"), "{body}");
+    assert!(upstream.requests().is_empty());
+}

@@ -160,6 +160,16 @@ async fn with_clients_a_request_needs_a_known_key_and_an_allowed_operation() {
         assert!(!request.headers.contains_key("x-specgate-key"));
         assert_eq!(request.headers["api-token"], CANARY_TOKEN);
     }
+    let access: Vec<Value> = gw
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["message"] == "request" && e["status"] == 201)
+        .collect();
+    assert!(
+        !access.is_empty() && access.iter().all(|e| e["client"] == "billing"),
+        "the access log names the client: {access:?}"
+    );
     let audit = gw.audit_lines();
     assert_eq!(
         audit.len(),

@@ -266,7 +266,11 @@ async fn metrics_parse_and_count_what_happened() {
     assert_eq!(first["status"], 201);
     assert_eq!(first["upstream_status"], 201);
     assert_eq!(first["bytes_in"], VALID_CREATE.len());
-    assert!(first["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(first["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        first.get("client").is_none(),
+        "no clients configured: no client name"
+    );
     assert!(first["latency_ms"].as_f64().unwrap() > 0.0);
     let headers = first["headers"].as_str().expect("headers at debug level");
     assert!(headers.contains("api-token: <redacted>"), "{headers}");

@@ -13,7 +13,7 @@ use super::files::LogFiles;
 use super::query::{self, Collapse, Filter, Shown};
 use super::record::{MacKey, Record};
 use super::ship::{PgUrl, central};
-use super::verify::verify;
+use super::verify::verify_with;
 use crate::config::{Config, read_mac_key};
 
 /// Inspect the audit log: its active file and rotated siblings.
@@ -95,6 +95,11 @@ enum AuditCommand {
         /// With --postgres: only this node (default: every node in the database).
         #[arg(long, requires = "postgres")]
         node: Option<String>,
+        /// Accept a chain that starts after seq 1 (retention removed the oldest files) and
+        /// say so, instead of failing. Default: on when the configured audit.keep_files
+        /// removes files, else off.
+        #[arg(long)]
+        allow_pruned: bool,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -189,6 +194,7 @@ fn execute(args: AuditArgs) -> Result<ExitCode, String> {
             hmac_key_file,
             postgres,
             node,
+            allow_pruned,
             log,
         } => {
             let key = match hmac_key_file.or_else(|| log.configured_key_file()) {
@@ -200,7 +206,8 @@ fn execute(args: AuditArgs) -> Result<ExitCode, String> {
                 return Ok(central::run_verify(&url, node.as_deref(), key.as_ref()));
             }
             let path = log.resolve()?;
-            Ok(run_verify(&path, key.as_ref()))
+            let allow_pruned = allow_pruned || log.configured_keep_files() > 0;
+            Ok(run_verify(&path, key.as_ref(), allow_pruned))
         }
     }
 }
@@ -213,6 +220,10 @@ impl LogArgs {
                 .map(|audit| audit.path)
                 .map_err(|e| e.to_string()),
         }
+    }
+
+    fn configured_keep_files(&self) -> usize {
+        Config::audit_from_env(self.config.as_deref()).map_or(0, |audit| audit.keep_files)
     }
 
     fn configured_key_file(&self) -> Option<PathBuf> {
@@ -382,13 +393,13 @@ fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
     a.len() >= b.len()
 }
 
-fn run_verify(active: &Path, key: Option<&MacKey>) -> ExitCode {
+fn run_verify(active: &Path, key: Option<&MacKey>, allow_pruned: bool) -> ExitCode {
     let files = LogFiles::new(active);
     if !active.exists() && !files.head().exists() && files.rotated().is_ok_and(|r| r.is_empty()) {
         eprintln!("specgate audit: {}: no audit log here", active.display());
         return ExitCode::from(2);
     }
-    match verify(active, key) {
+    match verify_with(active, key, allow_pruned) {
         Ok(intact) => {
             let seqs = intact
                 .seqs

@@ -203,8 +203,7 @@ fn claim(head: &Head) -> String {
 }
 
 fn head_sum(head: &Head) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, claim(head).as_bytes());
-    hex::encode(&digest.as_ref()[..8])
+    hex::encode(&super::record::sha256(&[claim(head).as_bytes()])[..8])
 }
 
 fn head_mac(key: &MacKey, head: &Head) -> Hash {

@@ -10,6 +10,7 @@ pub mod verify;
 mod writer;
 
 pub use files::{Head, LogFile, LogFiles, read_head};
+pub(crate) use record::sha256;
 pub use record::{
     Entry, GENESIS, Hash, LineError, MacKey, Opened, Outcome, Record, ResourceFields, decode_hash,
     open, resource_id, rfc3339, seal,

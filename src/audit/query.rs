@@ -103,29 +103,42 @@ impl Filter {
 /// [`Collapse::finish`] yields the creates that never got an outcome, as `unknown`.
 #[derive(Debug, Default)]
 pub struct Collapse {
-    in_flight: HashMap<String, Record>,
+    /// Attempts without an outcome yet, by their seq.
+    in_flight: HashMap<u64, Record>,
 }
 
 impl Collapse {
     /// The record to show for `record`, if any (an `attempted` one waits for its outcome).
     pub fn push(&mut self, record: Record) -> Option<Shown> {
-        match (record.outcome, record.request_id.clone()) {
-            (Outcome::Attempted, Some(id)) => {
-                self.in_flight.insert(id, record);
-                None
+        match record.outcome {
+            Outcome::Attempted => {
+                self.in_flight.insert(record.seq, record);
+                return None;
             }
-            (Outcome::Created | Outcome::Rejected | Outcome::Failed, Some(id)) => {
-                self.in_flight.remove(&id);
-                Some(Shown {
-                    outcome: record.outcome.as_str(),
-                    record,
-                })
-            }
-            _ => Some(Shown {
-                outcome: record.outcome.as_str(),
-                record,
-            }),
+            Outcome::Created | Outcome::Rejected | Outcome::Failed => match record.attempt {
+                Some(attempt) => {
+                    self.in_flight.remove(&attempt);
+                }
+                // An outcome that names no attempt (its attempt could not be written, with
+                // audit.on_error = "allow"): the oldest attempt with its request id, if any.
+                None => {
+                    let oldest = self
+                        .in_flight
+                        .values()
+                        .filter(|a| a.request_id.is_some() && a.request_id == record.request_id)
+                        .map(|a| a.seq)
+                        .min();
+                    if let Some(seq) = oldest {
+                        self.in_flight.remove(&seq);
+                    }
+                }
+            },
+            Outcome::Recovered => {}
         }
+        Some(Shown {
+            outcome: record.outcome.as_str(),
+            record,
+        })
     }
 
     /// The creates whose outcome was never recorded, in log order.
@@ -272,6 +285,7 @@ mod tests {
             ts: ts.into(),
             outcome,
             request_id: Some(id.into()),
+            attempt: None,
             operation_id: Some("create-connection".into()),
             method: Some("POST".into()),
             path: Some("/api/3/connections".into()),
@@ -301,13 +315,41 @@ mod tests {
 
     #[test]
     fn attempts_fold_into_their_outcome_and_orphans_are_unknown() {
+        let mut outcome = record(3, Outcome::Created, "a", "2026-11-27T10:00:02.000Z", "x1");
+        outcome.attempt = Some(1);
         let shown = shown_all(vec![
             record(1, Outcome::Attempted, "a", "2026-11-27T10:00:00.000Z", "x1"),
             record(2, Outcome::Attempted, "b", "2026-11-27T10:00:01.000Z", "x2"),
-            record(3, Outcome::Created, "a", "2026-11-27T10:00:02.000Z", "x1"),
+            outcome,
         ]);
         let outcomes: Vec<_> = shown.iter().map(|s| (s.record.seq, s.outcome)).collect();
         assert_eq!(outcomes, [(3, "created"), (2, "unknown")]);
+    }
+
+    #[test]
+    fn a_repeated_request_id_cannot_hide_a_cut_off_create() {
+        // Two creates with the same client-chosen id; only the second got an outcome.
+        let mut outcome = record(3, Outcome::Created, "dup", "2026-11-27T10:00:02.000Z", "x2");
+        outcome.attempt = Some(2);
+        let shown = shown_all(vec![
+            record(
+                1,
+                Outcome::Attempted,
+                "dup",
+                "2026-11-27T10:00:00.000Z",
+                "x1",
+            ),
+            record(
+                2,
+                Outcome::Attempted,
+                "dup",
+                "2026-11-27T10:00:01.000Z",
+                "x2",
+            ),
+            outcome,
+        ]);
+        let outcomes: Vec<_> = shown.iter().map(|s| (s.record.seq, s.outcome)).collect();
+        assert_eq!(outcomes, [(3, "created"), (1, "unknown")]);
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub struct Entry {
     pub outcome: Outcome,
     /// The request id.
     pub request_id: Option<String>,
+    /// For an outcome record, the seq of the create's `attempted` record (request ids come
+    /// from clients and may repeat; this pairing cannot).
+    pub attempt: Option<u64>,
     /// The spec operation.
     pub operation_id: Option<String>,
     /// The HTTP method.
@@ -78,6 +81,7 @@ impl Entry {
             ts: OffsetDateTime::now_utc(),
             outcome,
             request_id: None,
+            attempt: None,
             operation_id: None,
             method: None,
             path: None,
@@ -121,6 +125,7 @@ struct Unsealed<'a> {
     ts: &'a str,
     outcome: Outcome,
     request_id: Option<&'a str>,
+    attempt: Option<u64>,
     operation_id: Option<&'a str>,
     method: Option<&'a str>,
     path: Option<&'a str>,
@@ -144,6 +149,9 @@ pub struct Record {
     pub outcome: Outcome,
     /// The request id.
     pub request_id: Option<String>,
+    /// For an outcome record, the seq of its `attempted` record.
+    #[serde(default)]
+    pub attempt: Option<u64>,
     /// The spec operation.
     pub operation_id: Option<String>,
     /// The method.
@@ -204,7 +212,7 @@ impl MacKey {
 /// SHA-256 comes from ring (already in the tree for TLS): its assembly is twice as fast as a
 /// portable implementation on CPUs without SHA extensions, and every record is hashed on write
 /// and on verify.
-fn sha256(parts: &[&[u8]]) -> Hash {
+pub(crate) fn sha256(parts: &[&[u8]]) -> Hash {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     for part in parts {
         context.update(part);
@@ -243,6 +251,7 @@ pub fn seal(entry: &Entry, seq: u64, prev: &Hash, key: Option<&MacKey>, out: &mu
         ts: &ts,
         outcome: entry.outcome,
         request_id: entry.request_id.as_deref(),
+        attempt: entry.attempt,
         operation_id: entry.operation_id.as_deref(),
         method: entry.method.as_deref(),
         path: entry.path.as_deref(),
@@ -395,6 +404,7 @@ mod tests {
                 "ts": "2026-11-27T23:57:04.123Z",
                 "outcome": "created",
                 "request_id": "r1",
+                "attempt": null,
                 "operation_id": "create-connection",
                 "method": "POST",
                 "path": "/api/3/connections",

@@ -46,6 +46,8 @@ pub struct Walker {
     intact: Intact,
     /// What `head` is called in messages (default: "head file").
     head_name: Option<&'static str>,
+    /// A chain that does not start at seq 1 is a removal, not a note.
+    strict_start: bool,
 }
 
 impl Walker {
@@ -56,6 +58,12 @@ impl Walker {
             key,
             ..Walker::default()
         }
+    }
+
+    /// Requires the chain to start at seq 1: records missing from the start are a removal.
+    pub fn strict_start(mut self) -> Self {
+        self.strict_start = true;
+        self
     }
 
     /// Names what stands in for the head file in messages (a database's shipping cursor).
@@ -83,6 +91,13 @@ impl Walker {
         match self.last {
             None if seq == 1 && opened.prev != GENESIS => {
                 return Err(broken("the first record does not start a chain".into()));
+            }
+            None if seq != 1 && self.strict_start => {
+                return Err(broken(format!(
+                    "records 1..{} are missing from the start of the log: deleted, or removed by \
+                     retention (pass --allow-pruned if audit.keep_files removed them)",
+                    seq - 1
+                )));
             }
             None if seq != 1 => self.intact.notes.push(format!(
                 "the chain starts at seq {seq}: earlier files were removed by retention"
@@ -174,8 +189,18 @@ impl Walker {
     }
 }
 
-/// Verifies the whole log whose active file is `active`.
+/// Verifies the whole log whose active file is `active`, from seq 1.
 pub fn verify(active: &Path, key: Option<&MacKey>) -> Result<Intact, Broken> {
+    verify_with(active, key, false)
+}
+
+/// Verifies the whole log whose active file is `active`; with `allow_pruned`, the chain may
+/// start after seq 1 (retention removed the oldest files), which is noted instead.
+pub fn verify_with(
+    active: &Path,
+    key: Option<&MacKey>,
+    allow_pruned: bool,
+) -> Result<Intact, Broken> {
     let files = LogFiles::new(active);
     let head_path = files.head();
     let head = read_head(&head_path, key).map_err(|e| Broken {
@@ -194,6 +219,9 @@ pub fn verify(active: &Path, key: Option<&MacKey>) -> Result<Intact, Broken> {
         problem: format!("cannot list the log's files: {e}"),
     })?;
     let mut walker = Walker::new(head, key.cloned());
+    if !allow_pruned {
+        walker = walker.strict_start();
+    }
     for file in &list {
         walk_file(&file.path, &mut walker)?;
         walker.intact.files += 1;

@@ -23,7 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 
 use super::files::{self, Head, HeadError, HeadFile, LogFiles};
 use super::record::{Entry, GENESIS, Hash, MacKey, Outcome, open, seal};
@@ -147,6 +150,8 @@ pub struct Health {
     log_failing: AtomicBool,
     /// The last head update failed.
     head_failing: AtomicBool,
+    /// An fsync failed: stays set until a restart.
+    sync_failed: AtomicBool,
     syncs: AtomicU64,
     records: AtomicU64,
     errors: AtomicU64,
@@ -156,7 +161,9 @@ pub struct Health {
 impl Health {
     /// Whether the log takes records: the last write, sync and head update succeeded.
     pub fn writable(&self) -> bool {
-        !self.log_failing.load(Ordering::Acquire) && !self.head_failing.load(Ordering::Acquire)
+        !self.log_failing.load(Ordering::Acquire)
+            && !self.head_failing.load(Ordering::Acquire)
+            && !self.sync_failed.load(Ordering::Acquire)
     }
 
     /// How many syncs the writer has made.
@@ -209,7 +216,8 @@ impl Shared {
     }
 }
 
-type Ack = oneshot::Sender<Result<(), AuditError>>;
+/// Answers a record's sender: the seq the record got (for a flush, the last seq written).
+type Ack = oneshot::Sender<Result<u64, AuditError>>;
 
 struct Pending {
     /// `None` for a flush: acknowledged once everything queued before it is on disk.
@@ -231,7 +239,7 @@ struct SyncJob {
     file: Arc<File>,
     head: Head,
     records: usize,
-    acks: Vec<Ack>,
+    acks: Vec<(Ack, u64)>,
     /// Update the head before acknowledging (a flush: shutdown wants an exact head).
     head_first: bool,
 }
@@ -242,6 +250,8 @@ pub struct Auditor {
     tx: mpsc::Sender<Pending>,
     health: Arc<Health>,
     on_error: OnError,
+    /// Creates forwarded and not yet recorded, which shutdown waits for.
+    creates: TaskTracker,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -322,6 +332,7 @@ impl Auditor {
             tx,
             health: shared.health.clone(),
             on_error,
+            creates: TaskTracker::new(),
         })
     }
 
@@ -335,24 +346,46 @@ impl Auditor {
         self.on_error
     }
 
-    /// Appends `entry` and waits until it is synced (with `sync = interval`: written).
-    pub async fn append(&self, entry: Entry) -> Result<(), AuditError> {
+    /// Appends `entry` and waits until it is synced (with `sync = interval`: written). Returns
+    /// the seq it got.
+    pub async fn append(&self, entry: Entry) -> Result<u64, AuditError> {
         self.send(Some(entry), Durability::Synced).await
     }
 
     /// Appends `entry` and waits until it is written to the file, not for a sync: enough to
-    /// know the log takes records. A later [`Auditor::append`] makes it durable too.
-    pub async fn write(&self, entry: Entry) -> Result<(), AuditError> {
+    /// know the log takes records. A later [`Auditor::append`] makes it durable too. Returns
+    /// the seq it got.
+    pub async fn write(&self, entry: Entry) -> Result<u64, AuditError> {
         self.send(Some(entry), Durability::Written).await
+    }
+
+    /// Runs a forwarded create to its outcome record on a task of its own, so that nothing the
+    /// client does (hanging up) can stop it; shutdown waits for these ([`Auditor::finish`]).
+    pub fn spawn_create<F>(&self, create: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.creates.spawn(create)
+    }
+
+    /// For shutdown: waits up to `grace` for forwarded creates to be recorded, then flushes.
+    /// Returns how many creates were still running when `grace` ran out.
+    pub async fn finish(&self, grace: Duration) -> Result<usize, AuditError> {
+        self.creates.close();
+        let _ = tokio::time::timeout(grace, self.creates.wait()).await;
+        let unfinished = self.creates.len();
+        self.flush().await?;
+        Ok(unfinished)
     }
 
     /// Returns once every record queued before the call is on disk and the head file names
     /// the last of them (for shutdown).
     pub async fn flush(&self) -> Result<(), AuditError> {
-        self.send(None, Durability::Synced).await
+        self.send(None, Durability::Synced).await.map(|_| ())
     }
 
-    async fn send(&self, entry: Option<Entry>, durability: Durability) -> Result<(), AuditError> {
+    async fn send(&self, entry: Option<Entry>, durability: Durability) -> Result<u64, AuditError> {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Pending {
@@ -558,16 +591,20 @@ impl Writer {
         let (seq_before, prev_before) = (self.seq, self.prev);
         self.buf.clear();
         let mut records = 0;
-        for entry in batch.iter().filter_map(|p| p.entry.as_ref()) {
-            self.seq += 1;
-            self.prev = seal(
-                entry,
-                self.seq,
-                &self.prev,
-                self.options.key.as_ref(),
-                &mut self.buf,
-            );
-            records += 1;
+        let mut seqs = Vec::with_capacity(batch.len());
+        for pending in batch.iter() {
+            if let Some(entry) = &pending.entry {
+                self.seq += 1;
+                self.prev = seal(
+                    entry,
+                    self.seq,
+                    &self.prev,
+                    self.options.key.as_ref(),
+                    &mut self.buf,
+                );
+                records += 1;
+            }
+            seqs.push(self.seq);
         }
         if let Err(e) = (&*self.file).write_all(&self.buf) {
             // Never leave part of a batch behind: the chain resumes where it was.
@@ -591,11 +628,11 @@ impl Writer {
             .store(self.seq, Ordering::Release);
         let flush = batch.iter().any(|p| p.entry.is_none());
         let mut waiting = Vec::new();
-        for pending in batch.drain(..) {
+        for (pending, seq) in batch.drain(..).zip(seqs) {
             match pending.ack {
-                Some((Durability::Synced, ack)) => waiting.push(ack),
+                Some((Durability::Synced, ack)) => waiting.push((ack, seq)),
                 Some((Durability::Written, ack)) => {
-                    let _ = ack.send(Ok(()));
+                    let _ = ack.send(Ok(seq));
                 }
                 None => {}
             }
@@ -608,8 +645,8 @@ impl Writer {
                     .health
                     .records
                     .fetch_add(records as u64, Ordering::Relaxed);
-                for ack in waiting {
-                    let _ = ack.send(Ok(()));
+                for (ack, seq) in waiting {
+                    let _ = ack.send(Ok(seq));
                 }
             }
         }
@@ -626,7 +663,7 @@ impl Writer {
 
     fn hand_over(
         &mut self,
-        acks: Vec<Ack>,
+        acks: Vec<(Ack, u64)>,
         records: usize,
         head_first: bool,
         sync: &std_mpsc::Sender<SyncJob>,
@@ -643,7 +680,7 @@ impl Writer {
             head_first,
         };
         if let Err(std_mpsc::SendError(job)) = sync.send(job) {
-            for ack in job.acks {
+            for (ack, _) in job.acks {
                 let _ = ack.send(Err(AuditError::Stopped));
             }
         }
@@ -734,7 +771,9 @@ impl Syncer {
             health.syncs.fetch_add(1, Ordering::Relaxed);
             let outcome = match result {
                 Ok(()) => {
-                    self.shared.recover(&health.log_failing);
+                    if !health.sync_failed.load(Ordering::Acquire) {
+                        self.shared.recover(&health.log_failing);
+                    }
                     let records: usize = jobs.iter().map(|j| j.records).sum();
                     health.records.fetch_add(records as u64, Ordering::Relaxed);
                     self.shared.observer.synced(records, sync_took);
@@ -747,12 +786,23 @@ impl Syncer {
                     Ok(())
                 }
                 // Records stay in the file (the chain is intact either way), but nobody is told
-                // they are durable.
-                Err(e) => Err(self.shared.fail(&health.log_failing, "sync", &e)),
+                // they are durable. After a failed fsync the kernel may have dropped those
+                // pages and a later fsync can succeed without them, so the log stays failed
+                // until a restart rebuilds the chain from what is really on disk.
+                Err(e) => {
+                    if !health.sync_failed.swap(true, Ordering::AcqRel) {
+                        tracing::error!(
+                            error = %e,
+                            "audit log sync failed: records since the last good sync may not be \
+                             on disk; creates are refused until specgate is restarted"
+                        );
+                    }
+                    Err(self.shared.fail(&health.log_failing, "sync", &e))
+                }
             };
             for job in jobs {
-                for ack in job.acks {
-                    let _ = ack.send(outcome.clone());
+                for (ack, seq) in job.acks {
+                    let _ = ack.send(outcome.clone().map(|()| seq));
                 }
             }
         }

@@ -4,15 +4,22 @@
 //! before the request is forwarded, so a crash mid-create leaves evidence; if it cannot be
 //! written, the create is refused with 503 and never leaves the machine
 //! (`audit.on_error = "reject"`, the default). After the upstream answers, a `created` (2xx),
-//! `rejected` (other status) or `failed` (no answer) record follows and is synced before the
-//! response is released. Other operations pass straight through.
+//! `rejected` (other status) or `failed` (no answer) record follows, names the attempt it
+//! closes, and is synced before the response is released. Other operations pass straight
+//! through.
+//!
+//! Once forwarded, a create runs to its record on a task of its own: a client that hangs up, or
+//! a shutdown's grace running out mid-request, cannot leave a create upstream without its
+//! outcome in the log.
 
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Limited};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body::Frame;
+use http_body_util::BodyExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -21,12 +28,13 @@ use super::auth::ClientName;
 use super::request_id::RequestId;
 use super::validate::ParsedBody;
 use crate::audit::{Auditor, Entry, OnError, Outcome, ResourceFields, resource_id};
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 use crate::error::{Chain, Error};
 use crate::route::Routed;
 
-/// Largest upstream response to a create that is read to find the new resource's id.
-const MAX_CREATE_RESPONSE: usize = 16 * 1024 * 1024;
+/// Most of an upstream response to a create that is held to find the new resource's id; a
+/// larger one is streamed through and recorded without it.
+const MAX_CREATE_RESPONSE: usize = 1024 * 1024;
 
 /// What the audit records of one create share, taken from the request before it is forwarded.
 #[derive(Debug, Clone)]
@@ -82,8 +90,9 @@ impl CreateRequest {
         }
     }
 
-    /// The record of how the upstream answered: `status` and, for a 2xx, its `body`.
-    pub fn answered(&self, status: u16, body: &[u8], latency_ms: f64) -> Entry {
+    /// The record of how the upstream answered: `status` and, for a 2xx, its `body` (`None`
+    /// when it was too large or unreadable to look into).
+    pub fn answered(&self, status: u16, body: Option<&[u8]>, latency_ms: f64) -> Entry {
         let success = (200..300).contains(&status);
         let mut entry = self.entry(if success {
             Outcome::Created
@@ -93,7 +102,8 @@ impl CreateRequest {
         entry.upstream_status = Some(status);
         entry.latency_ms = Some(latency_ms);
         if success {
-            let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+            let parsed: Option<serde_json::Value> =
+                body.and_then(|b| serde_json::from_slice(b).ok());
             entry.resource_id = parsed
                 .as_ref()
                 .and_then(|v| resource_id(v, self.resource_key.as_deref()));
@@ -154,74 +164,168 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let create = match req.extensions().get::<Routed>() {
             Some(routed) if routed.operation.creates => CreateRequest::of(&req, routed),
             _ => return Box::pin(self.inner.call(req)),
         };
+        // The response is read for the new resource's id: ask for it uncompressed.
+        req.headers_mut().insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         // The ready inner service serves this request; a fresh clone waits for the next one.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let inner = std::mem::replace(&mut self.inner, clone);
         let auditor = self.auditor.clone();
         Box::pin(async move {
-            before_forwarding(&auditor, &create).await?;
-            let started = Instant::now();
-            let result = inner.call(req).await;
-            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let response = match result {
-                Ok(response) => response,
-                Err(error) => {
-                    // Awaited so the log is complete when the client hears of the failure.
-                    let _ = auditor.append(create.failed(&error, latency_ms)).await;
-                    return Err(error);
-                }
-            };
-            let status = response.status();
-            if !status.is_success() {
-                let _ = auditor
-                    .append(create.answered(status.as_u16(), &[], latency_ms))
-                    .await;
-                return Ok(response);
-            }
-            let (parts, body) = response.into_parts();
-            let (bytes, unreadable) = match Limited::new(body, MAX_CREATE_RESPONSE).collect().await
-            {
-                Ok(collected) => (collected.to_bytes(), None),
-                Err(e) => (Bytes::new(), Some(e)),
-            };
-            // The resource exists upstream whatever happens next: record it first.
-            let recorded = auditor
-                .append(create.answered(status.as_u16(), &bytes, latency_ms))
-                .await;
-            if let Err(error) = recorded {
-                tracing::error!(
-                    error = %error,
-                    request_id = create.request_id.as_deref(),
-                    upstream_status = status.as_u16(),
-                    "a create the upstream accepted could not be audited"
-                );
-                if auditor.on_error() == OnError::Reject {
-                    return Err(Error::AuditFailedAfterCreate {
-                        upstream_status: status,
-                    });
-                }
-            }
-            match unreadable {
-                None => Ok(Response::from_parts(parts, Body::full(bytes))),
-                Some(e) => {
-                    tracing::warn!(error = %Chain(&*e), "upstream create response unreadable");
-                    Err(Error::UpstreamProtocol(e))
-                }
-            }
+            let attempt = before_forwarding(&auditor, &create).await?;
+            let forwarded = auditor.spawn_create(forward_and_record(
+                inner,
+                req,
+                auditor.clone(),
+                create,
+                attempt,
+            ));
+            forwarded.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the task forwarding a create ended abnormally");
+                Err(Error::UpstreamProtocol(e.into()))
+            })
         })
+    }
+}
+
+/// Forwards a create and records how it ended, whatever becomes of the client meanwhile.
+async fn forward_and_record<S>(
+    mut inner: S,
+    req: Request<Body>,
+    auditor: Auditor,
+    create: CreateRequest,
+    attempt: Option<u64>,
+) -> Result<Response<Body>, Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Error>,
+{
+    let started = Instant::now();
+    let result = inner.call(req).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            // Awaited so the log is complete when the client hears of the failure.
+            let mut entry = create.failed(&error, latency_ms);
+            entry.attempt = attempt;
+            let _ = auditor.append(entry).await;
+            return Err(error);
+        }
+    };
+    let status = response.status();
+    if !status.is_success() {
+        let mut entry = create.answered(status.as_u16(), None, latency_ms);
+        entry.attempt = attempt;
+        let _ = auditor.append(entry).await;
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let (held, rest) = match hold(body, MAX_CREATE_RESPONSE).await {
+        Ok(read) => read,
+        Err(e) => {
+            // The resource exists upstream: record it, even without its id, before failing.
+            let mut entry = create.answered(status.as_u16(), None, latency_ms);
+            entry.attempt = attempt;
+            record_created(&auditor, &create, entry, status).await?;
+            tracing::warn!(error = %Chain(&*e), "upstream create response unreadable");
+            return Err(Error::UpstreamProtocol(e));
+        }
+    };
+    let whole = rest.is_none().then_some(&held[..]);
+    let mut entry = create.answered(status.as_u16(), whole, latency_ms);
+    entry.attempt = attempt;
+    if entry.resource_id.is_none() {
+        tracing::warn!(
+            request_id = create.request_id.as_deref(),
+            upstream_status = status.as_u16(),
+            "a create's response names no resource id; recorded without one"
+        );
+    }
+    record_created(&auditor, &create, entry, status).await?;
+    let body = match rest {
+        None => Body::full(held),
+        Some(rest) => Body::new(Prefixed {
+            prefix: Some(held),
+            rest,
+        }),
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Writes a create's `created` record and waits for its sync; with `audit.on_error = "reject"`
+/// a failure withholds the 2xx.
+async fn record_created(
+    auditor: &Auditor,
+    create: &CreateRequest,
+    entry: Entry,
+    status: StatusCode,
+) -> Result<(), Error> {
+    if let Err(error) = auditor.append(entry).await {
+        tracing::error!(
+            error = %error,
+            request_id = create.request_id.as_deref(),
+            upstream_status = status.as_u16(),
+            "a create the upstream accepted could not be audited"
+        );
+        if auditor.on_error() == OnError::Reject {
+            return Err(Error::AuditFailedAfterCreate {
+                upstream_status: status,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads `body` up to `cap` bytes: all of it, or the first part and the rest still to stream.
+async fn hold(mut body: Body, cap: usize) -> Result<(Bytes, Option<Body>), BoxError> {
+    let mut held = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            held.extend_from_slice(&data);
+            if held.len() > cap {
+                return Ok((held.freeze(), Some(body)));
+            }
+        }
+    }
+    Ok((held.freeze(), None))
+}
+
+/// The part of a body already read, then the rest of it.
+struct Prefixed {
+    prefix: Option<Bytes>,
+    rest: Body,
+}
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
     }
 }
 
 /// The `attempted` record, and the decision whether the create may go ahead: only once that
 /// record is in the file (written; the outcome record's sync makes both durable; synced, while
-/// the log is failing), or, with
-/// `audit.on_error = "allow"`, with a loud log line when it is not.
-async fn before_forwarding(auditor: &Auditor, create: &CreateRequest) -> Result<(), Error> {
+/// the log is failing), or, with `audit.on_error = "allow"`, with a loud log line when it is
+/// not. Returns the attempt's seq, for the outcome record to name.
+async fn before_forwarding(
+    auditor: &Auditor,
+    create: &CreateRequest,
+) -> Result<Option<u64>, Error> {
     let attempted = create.entry(Outcome::Attempted);
     // While the log is failing, only a synced record proves it has recovered (a sync can fail
     // where a write succeeded).
@@ -231,7 +335,7 @@ async fn before_forwarding(auditor: &Auditor, create: &CreateRequest) -> Result<
         auditor.append(attempted).await
     };
     match recorded {
-        Ok(()) => Ok(()),
+        Ok(seq) => Ok(Some(seq)),
         Err(_) if auditor.on_error() == OnError::Reject => Err(Error::AuditUnavailable),
         Err(error) => {
             tracing::error!(
@@ -240,7 +344,7 @@ async fn before_forwarding(auditor: &Auditor, create: &CreateRequest) -> Result<
                 operation_id = %create.operation_id,
                 "forwarding a create the audit log cannot record (audit.on_error = \"allow\")"
             );
-            Ok(())
+            Ok(None)
         }
     }
 }

@@ -194,7 +194,7 @@ impl Clients {
     /// The client whose key this is. Every configured digest is compared, in constant time,
     /// whether or not an earlier one matched.
     fn by_key(&self, key: &[u8]) -> Option<Arc<Client>> {
-        let digest = sha256(key);
+        let digest = crate::audit::sha256(&[key]);
         let mut found = None;
         for client in &self.clients {
             if let Some(expected) = &client.key_sha256
@@ -319,14 +319,6 @@ where
     }
 }
 
-/// SHA-256 of a presented key (ring, as for the audit chain).
-fn sha256(key: &[u8]) -> [u8; 32] {
-    ring::digest::digest(&ring::digest::SHA256, key)
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,7 +329,7 @@ mod tests {
     fn config(name: &str, key: &str, allow: Option<&[&str]>) -> ClientConfig {
         ClientConfig {
             name: Arc::from(name),
-            key_sha256: Some(sha256(key.as_bytes())),
+            key_sha256: Some(crate::audit::sha256(&[key.as_bytes()])),
             allow: allow.map(|a| a.iter().map(|s| s.to_string()).collect()),
             rate: None,
         }

@@ -7,6 +7,10 @@
 //! is refused rather than silently sent to the configured upstream. A target over the limit is
 //! 414, a header section over its byte or field limit is 431; hyper's own backstops sit above
 //! these limits, so the answer is normally this layer's problem+json.
+//!
+//! A head that passes has its hop-by-hop headers removed here, once, before any layer reads or
+//! sets headers: a client's `Connection: Api-Token, Content-Type` must not strip what specgate
+//! itself puts on the request later.
 
 use std::task::{Context, Poll};
 
@@ -135,9 +139,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         match check(&req, &self.limits) {
-            Ok(()) => RefuseOr::inner(self.inner.call(req)),
+            Ok(()) => {
+                crate::upstream::strip_hop_by_hop(req.headers_mut());
+                RefuseOr::inner(self.inner.call(req))
+            }
             Err(error) => RefuseOr::refuse(error),
         }
     }

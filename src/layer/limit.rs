@@ -60,14 +60,7 @@ pub fn declared_too_large(req: &Request<Body>, max: u64) -> bool {
 
 /// Whether a body error is the limit being hit, however deep it is wrapped.
 pub fn is_limit_error(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if e.is::<LengthLimitError>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
+    crate::error::find_cause::<LengthLimitError>(error).is_some()
 }
 
 impl<S> Service<Request<Body>> for BodyLimit<S>

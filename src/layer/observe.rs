@@ -19,6 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::auth::ClientSlot;
 use super::request_id::RequestId;
 use super::rescue::ErrorKind;
 use crate::body::Body;
@@ -47,11 +48,14 @@ impl OperationSlot {
 }
 
 /// The error kinds that are a refused request body, counted as validation failures.
-const VALIDATION_KINDS: [&str; 4] = [
+const VALIDATION_KINDS: [&str; 7] = [
     "schema-violation",
     "malformed-json",
     "unsupported-media-type",
-    "body-missing",
+    "body-not-allowed",
+    "body-too-large",
+    "duplicate-key",
+    "json-too-deep",
 ];
 
 /// Headers whose values never reach a log line, whether or not they were marked sensitive.
@@ -134,7 +138,8 @@ impl Drop for InFlight {
 struct Seen {
     started: Instant,
     request_id: Option<RequestId>,
-    client: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+    client: ClientSlot,
     method: Method,
     path: String,
     bytes_in: Option<u64>,
@@ -157,10 +162,13 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let slot = OperationSlot::default();
         req.extensions_mut().insert(slot.clone());
+        let client = ClientSlot::default();
+        req.extensions_mut().insert(client.clone());
         let seen = Seen {
             started: Instant::now(),
             request_id: req.extensions().get::<RequestId>().cloned(),
-            client: req.extensions().get::<PeerAddr>().map(|p| p.0),
+            peer: req.extensions().get::<PeerAddr>().map(|p| p.0),
+            client,
             method: req.method().clone(),
             // Never the query string: it can carry personal data.
             path: req.uri().path().to_owned(),
@@ -232,7 +240,8 @@ fn record(metrics: &Metrics, seen: Seen, response: &Response<Body>) {
     tracing::info!(
         target: "specgate::access",
         request_id = seen.request_id.as_ref().map(RequestId::as_str),
-        client = seen.client.map(tracing::field::display),
+        client = seen.client.get().map(|c| &*c.0),
+        peer = seen.peer.map(tracing::field::display),
         method = %seen.method,
         path = %seen.path,
         operation = %operation,

@@ -44,9 +44,11 @@ impl Bucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - self.tokens) / self.rate.per_second,
-            ))
+            // Saturates rather than panics for a rate so small the wait overflows a Duration.
+            Err(
+                Duration::try_from_secs_f64((1.0 - self.tokens) / self.rate.per_second)
+                    .unwrap_or(Duration::MAX),
+            )
         }
     }
 }

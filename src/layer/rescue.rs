@@ -58,9 +58,16 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let id = req.extensions().get::<RequestId>().cloned();
-        // The authenticate layer, further in, leaves the client's name here.
-        let client = ClientSlot::default();
-        req.extensions_mut().insert(client.clone());
+        // The authenticate layer, further in, leaves the client's name here (in the slot the
+        // observe layer put outside, if it is there).
+        let client = match req.extensions().get::<ClientSlot>() {
+            Some(slot) => slot.clone(),
+            None => {
+                let slot = ClientSlot::default();
+                req.extensions_mut().insert(slot.clone());
+                slot
+            }
+        };
         ResponseFuture {
             future: self.inner.call(req),
             id,

@@ -40,9 +40,16 @@ pub enum BodyKind {
 
 /// Decides what kind of body the request carries, or refuses it with 415.
 pub fn body_kind(body: &RequestBody, headers: &HeaderMap) -> Result<BodyKind, Error> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let Some(value) = values.next() else {
         return Ok(BodyKind::Unlabelled);
     };
+    if values.next().is_some() {
+        // Whichever one the upstream reads, it may not be the one checked here.
+        return Err(Error::UnsupportedMediaType {
+            got: Some("more than one Content-Type".to_owned()),
+        });
+    }
     let got = || Error::UnsupportedMediaType {
         got: Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
     };
@@ -188,7 +195,17 @@ where
                 .clone();
             let operation = &routed.operation;
             let Some(body) = &operation.body else {
-                return inner.call(req).await;
+                if routed.unspecified || http_body::Body::is_end_stream(req.body()) {
+                    return inner.call(req).await;
+                }
+                // The spec declares no body: one that is there is read (behind the limit) to
+                // see that it is empty, and refused if not, rather than sent on unchecked.
+                let (parts, incoming) = req.into_parts();
+                let limit = parts.extensions.get::<MaxBody>().map_or(0, |m| m.0);
+                if !read(incoming, limit).await?.is_empty() {
+                    return Err(Error::BodyNotAllowed);
+                }
+                return inner.call(Request::from_parts(parts, Body::empty())).await;
             };
             let kind = body_kind(body, req.headers())?;
             if kind == BodyKind::Other {

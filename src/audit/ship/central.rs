@@ -182,10 +182,10 @@ fn explain(e: &tokio_postgres::Error) -> String {
         return format!(
             "{}: no fleet audit tables here; is this the database the fleet ships to, with its \
              schema first in the search_path (?options=-csearch_path%3D<schema>)?",
-            pg::describe(e)
+            crate::error::Chain(e)
         );
     }
-    pg::describe(e)
+    crate::error::Chain(e).to_string()
 }
 
 /// The file query's JSON line with the row's `node` added.

@@ -155,7 +155,7 @@ impl From<ReadError> for Stop {
 
 impl From<tokio_postgres::Error> for Stop {
     fn from(e: tokio_postgres::Error) -> Self {
-        Stop::Retry(pg::describe(&e))
+        Stop::Retry(crate::error::Chain(&e).to_string())
     }
 }
 

@@ -2,11 +2,8 @@
 //! schema, and the statements the shipper, the query and the verifier run.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
 
@@ -102,7 +99,7 @@ impl PgUrl {
         let rebuilt = format!("{base}?{}", kept.join("&"));
         let mut config: tokio_postgres::Config = rebuilt
             .parse()
-            .map_err(|e: tokio_postgres::Error| describe(&e))?;
+            .map_err(|e: tokio_postgres::Error| crate::error::Chain(&e).to_string())?;
         if config.get_hosts().is_empty() {
             return Err("the URL names no host".into());
         }
@@ -122,14 +119,15 @@ impl PgUrl {
         if config.get_application_name().is_none() {
             config.application_name(application_name);
         }
-        let failed = |e: tokio_postgres::Error| format!("{}: {}", self.shown, describe(&e));
+        let failed =
+            |e: tokio_postgres::Error| format!("{}: {}", self.shown, crate::error::Chain(&e));
         match &self.tls {
             Tls::Off => {
                 debug_assert_eq!(config.get_ssl_mode(), SslMode::Disable);
                 let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {
-                        tracing::debug!(error = %describe(&e), "postgres connection ended");
+                        tracing::debug!(error = %crate::error::Chain(&e), "postgres connection ended");
                     }
                 });
                 Ok(client)
@@ -140,7 +138,7 @@ impl PgUrl {
                 let (client, connection) = config.connect(tls).await.map_err(failed)?;
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {
-                        tracing::debug!(error = %describe(&e), "postgres connection ended");
+                        tracing::debug!(error = %crate::error::Chain(&e), "postgres connection ended");
                     }
                 });
                 Ok(client)
@@ -172,43 +170,10 @@ fn shown(config: &tokio_postgres::Config, tls: &Tls) -> String {
 
 /// The rustls configuration for PostgreSQL: web PKI roots plus `ca_file`.
 fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(path) = ca_file {
-        let bad = |e: String| format!("sslrootcert {}: {e}", path.display());
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| bad(e.to_string()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| bad(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(bad("no PEM certificates in the file".into()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| bad(e.to_string()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-/// An error and its causes on one line.
-pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
+    crate::tls::client_config(ca_file).map_err(|e| match ca_file {
+        Some(path) => format!("sslrootcert {}: {e}", path.display()),
+        None => e,
+    })
 }
 
 /// Applies the migrations this specgate knows and the database lacks, in one transaction,
