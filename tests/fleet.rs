@@ -137,6 +137,21 @@ async fn records_arrive_exactly_once_through_sigkills_mid_batch() {
         gw.kill();
         load.await.unwrap();
     }
+    // A run with shipping off makes sure there is a backlog, however fast the shipper was.
+    let offline: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k != "SPECGATE_AUDIT_POSTGRES_URL")
+        .cloned()
+        .collect();
+    let gw = Gateway::start(&offline);
+    let http = client();
+    for i in 0..10 {
+        assert_eq!(
+            create(&http, &gw, &format!("offline-{i}")).await,
+            StatusCode::CREATED
+        );
+    }
+    drop(gw);
     // The last start drains the backlog.
     let shipped_before_last_start = db.cursor("k1").await;
     let gw = Gateway::start(&env);
