@@ -360,7 +360,7 @@ pub mod defaults {
     /// `limits.request_timeout_ms`
     pub const REQUEST_TIMEOUT_MS: u64 = 60_000;
     /// `limits.max_concurrent_requests`
-    pub const MAX_CONCURRENT_REQUESTS: u64 = 512;
+    pub const MAX_CONCURRENT_REQUESTS: u64 = 2_048;
     /// `limits.max_connections`
     pub const MAX_CONNECTIONS: u64 = 2_048;
     /// `limits.max_uri_bytes`
