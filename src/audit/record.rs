@@ -354,17 +354,136 @@ pub fn decode_hash(hex_digits: &[u8]) -> Option<Hash> {
     Some(out)
 }
 
-/// The created resource's id in an upstream response: `<key>.id` (string or number), else a
-/// top-level `id`.
-pub fn resource_id(response: &Value, key: Option<&str>) -> Option<String> {
-    let id = key
-        .and_then(|k| response.get(k))
-        .and_then(|r| r.get("id"))
-        .or_else(|| response.get("id"))?;
-    match id {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// The created resource's id in an upstream response body: `<key>.id` (string or number), else
+/// a top-level `id`. `None` if the body is not a JSON object or carries no such id.
+///
+/// Only the objects on the way to the id are looked into: every other value is skipped as it
+/// is read, never built (the response is as large as the resource).
+pub fn resource_id(body: &[u8], key: Option<&str>) -> Option<String> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let found = serde::de::DeserializeSeed::deserialize(IdSeek { key }, &mut de).ok()?;
+    de.end().ok()?;
+    found.nested.or(found.top)
+}
+
+/// What [`IdSeek`] found: the id under the key, and the top-level id.
+#[derive(Default)]
+struct FoundIds {
+    nested: Option<String>,
+    top: Option<String>,
+}
+
+/// Reads one JSON object, keeping `id` and looking for `id` inside the object under `key`.
+struct IdSeek<'k> {
+    key: Option<&'k str>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for IdSeek<'_> {
+    type Value = FoundIds;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<FoundIds, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for IdSeek<'_> {
+    type Value = FoundIds;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FoundIds, A::Error> {
+        use serde::de::IgnoredAny;
+        let mut found = FoundIds::default();
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if name == "id" {
+                found.top = map.next_value::<Option<IdValue>>()?.and_then(IdValue::text);
+            } else if Some(&*name) == self.key {
+                // Inside the key's object only its own `id` counts.
+                found.nested = map
+                    .next_value_seed(OptionalObject(IdSeek { key: None }))?
+                    .and_then(|inner| inner.top);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// An object read with [`IdSeek`], or any other value skipped.
+struct OptionalObject<'k>(IdSeek<'k>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for OptionalObject<'_> {
+    type Value = Option<FoundIds>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for OptionalObject<'_> {
+    type Value = Option<FoundIds>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_map(map).map(Some)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        serde::de::IgnoredAny.visit_seq(seq).map(|_| None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// An id as the upstream sent it: a string or a number (anything else is no id).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IdValue {
+    Text(String),
+    Number(serde_json::Number),
+    Other(IgnoredValue),
+}
+
+/// Any other JSON value, skipped.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct IgnoredValue(#[allow(dead_code)] serde::de::IgnoredAny);
+
+impl IdValue {
+    fn text(self) -> Option<String> {
+        match self {
+            IdValue::Text(text) => Some(text),
+            IdValue::Number(n) => Some(n.to_string()),
+            IdValue::Other(_) => None,
+        }
     }
 }
 
@@ -488,16 +607,42 @@ mod tests {
 
     #[test]
     fn resource_ids_come_from_under_the_key_or_the_top() {
+        let id = |body: &str, key| resource_id(body.as_bytes(), key);
         assert_eq!(
-            resource_id(&json!({"connection": {"id": "7"}}), Some("connection")).as_deref(),
+            id(r#"{"connection":{"id":"7"}}"#, Some("connection")).as_deref(),
             Some("7")
         );
         assert_eq!(
-            resource_id(&json!({"connection": {"id": 7}}), Some("connection")).as_deref(),
+            id(r#"{"connection":{"id":7}}"#, Some("connection")).as_deref(),
             Some("7")
         );
-        assert_eq!(resource_id(&json!({"id": "9"}), None).as_deref(), Some("9"));
-        assert_eq!(resource_id(&json!({"x": 1}), Some("connection")), None);
+        assert_eq!(id(r#"{"id":"9"}"#, None).as_deref(), Some("9"));
+        assert_eq!(id(r#"{"x":1}"#, Some("connection")), None);
+        // The key's object without an id falls back to the top level.
+        assert_eq!(
+            id(r#"{"connection":{},"id":3}"#, Some("connection")).as_deref(),
+            Some("3")
+        );
+        // Escapes are decoded; other fields are skipped whatever they hold.
+        assert_eq!(
+            id(
+                r#"{"links":[{"a":[1,{"b":null}]}],"connection":{"name":"x","id":"a\u0062"}}"#,
+                Some("connection")
+            )
+            .as_deref(),
+            Some("ab")
+        );
+        // A duplicated key: the last one wins, as serde_json's own map would have it.
+        assert_eq!(id(r#"{"id":"1","id":"2"}"#, None).as_deref(), Some("2"));
+        for not_an_id in [
+            r#"{"id":null}"#,
+            r#"{"id":{"x":1}}"#,
+            r#"[{"id":1}]"#,
+            "not json",
+            "",
+        ] {
+            assert_eq!(id(not_an_id, None), None, "{not_an_id}");
+        }
     }
 
     #[test]

@@ -102,11 +102,7 @@ impl CreateRequest {
         entry.upstream_status = Some(status);
         entry.latency_ms = Some(latency_ms);
         if success {
-            let parsed: Option<serde_json::Value> =
-                body.and_then(|b| serde_json::from_slice(b).ok());
-            entry.resource_id = parsed
-                .as_ref()
-                .and_then(|v| resource_id(v, self.resource_key.as_deref()));
+            entry.resource_id = body.and_then(|b| resource_id(b, self.resource_key.as_deref()));
         }
         entry
     }
