@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use specgate::app::{App, StartError};
+
+mod memory;
 use specgate::config::{self, Config};
 
 const LONG_VERSION: &str = concat!(
@@ -170,6 +172,9 @@ fn serve(config: Option<PathBuf>, mock: bool) -> Result<(), StartError> {
         .build()
         .expect("starting the tokio runtime");
     runtime.block_on(async {
+        // The allocator's policy is the binary's, like its choice: the library has no unsafe.
+        let _trim =
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(memory::trim_periodically()));
         let app = App::build(config, file, mock)?;
         app.run().await
     })
