@@ -355,25 +355,35 @@ pub fn decode_hash(hex_digits: &[u8]) -> Option<Hash> {
 }
 
 /// The created resource's id in an upstream response body: `<key>.id` (string or number), else
-/// a top-level `id`. `None` if the body is not a JSON object or carries no such id.
+/// a top-level `id`. `None` if the body is not a JSON object or carries no such id. As with
+/// `body["<key>"]["id"]` on a parsed value: an `id` present under the key decides (a `null` or
+/// object there is no id, without falling back), and of duplicate keys the last counts.
 ///
 /// Only the objects on the way to the id are looked into: every other value is skipped as it
-/// is read, never built (the response is as large as the resource).
+/// is read, never built (the response is as large as the resource). Skipped values are not
+/// checked further than their syntax needs, so an id next to, say, a very deeply nested field
+/// is still found.
 pub fn resource_id(body: &[u8], key: Option<&str>) -> Option<String> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let found = serde::de::DeserializeSeed::deserialize(IdSeek { key }, &mut de).ok()?;
     de.end().ok()?;
-    found.nested.or(found.top)
+    match found.nested {
+        Some(nested) => nested,
+        None => found.top.flatten(),
+    }
 }
 
-/// What [`IdSeek`] found: the id under the key, and the top-level id.
+/// What [`IdSeek`] found. The outer `Option` says whether the field was there at all, the
+/// inner whether it was an id (a string or a number).
 #[derive(Default)]
 struct FoundIds {
-    nested: Option<String>,
-    top: Option<String>,
+    /// `id` inside the object under the key.
+    nested: Option<Option<String>>,
+    /// `id` at this level.
+    top: Option<Option<String>>,
 }
 
-/// Reads one JSON object, keeping `id` and looking for `id` inside the object under `key`.
+/// Reads one JSON object, noting its `id` and the `id` inside the object under `key`.
 struct IdSeek<'k> {
     key: Option<&'k str>,
 }
@@ -394,96 +404,91 @@ impl<'de> serde::de::Visitor<'de> for IdSeek<'_> {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FoundIds, A::Error> {
-        use serde::de::IgnoredAny;
         let mut found = FoundIds::default();
         while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let is_key = Some(&*name) == self.key;
+            if !is_key && name != "id" {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            // Inside the key's object only its own `id` counts.
+            let value = map.next_value_seed(FieldValueSeed(IdSeek { key: None }))?;
+            if is_key {
+                found.nested = match &value {
+                    FieldValue::Object(inner) => inner.top.clone(),
+                    _ => None,
+                };
+            }
             if name == "id" {
-                found.top = map.next_value::<Option<IdValue>>()?.and_then(IdValue::text);
-            } else if Some(&*name) == self.key {
-                // Inside the key's object only its own `id` counts.
-                found.nested = map
-                    .next_value_seed(OptionalObject(IdSeek { key: None }))?
-                    .and_then(|inner| inner.top);
-            } else {
-                map.next_value::<IgnoredAny>()?;
+                found.top = Some(match value {
+                    FieldValue::Id(id) => Some(id),
+                    _ => None,
+                });
             }
         }
         Ok(found)
     }
 }
 
-/// An object read with [`IdSeek`], or any other value skipped.
-struct OptionalObject<'k>(IdSeek<'k>);
+/// A field's value as far as ids go: an object looked into, an id, or anything else (skipped).
+enum FieldValue {
+    Object(FoundIds),
+    Id(String),
+    Other,
+}
 
-impl<'de> serde::de::DeserializeSeed<'de> for OptionalObject<'_> {
-    type Value = Option<FoundIds>;
+/// Reads a [`FieldValue`], looking into an object with the [`IdSeek`] it carries.
+struct FieldValueSeed<'k>(IdSeek<'k>);
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+impl<'de> serde::de::DeserializeSeed<'de> for FieldValueSeed<'_> {
+    type Value = FieldValue;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<FieldValue, D::Error> {
         de.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for OptionalObject<'_> {
-    type Value = Option<FoundIds>;
+impl<'de> serde::de::Visitor<'de> for FieldValueSeed<'_> {
+    type Value = FieldValue;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        self.0.visit_map(map).map(Some)
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FieldValue, A::Error> {
+        self.0.visit_map(map).map(FieldValue::Object)
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        serde::de::IgnoredAny.visit_seq(seq).map(|_| None)
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<FieldValue, A::Error> {
+        serde::de::IgnoredAny
+            .visit_seq(seq)
+            .map(|_| FieldValue::Other)
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_str<E>(self, text: &str) -> Result<FieldValue, E> {
+        Ok(FieldValue::Id(text.to_owned()))
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
+    // Numbers are written as serde_json writes them, as a parsed value's `to_string` would.
+    fn visit_u64<E>(self, n: u64) -> Result<FieldValue, E> {
+        Ok(FieldValue::Id(serde_json::Number::from(n).to_string()))
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_i64<E>(self, n: i64) -> Result<FieldValue, E> {
+        Ok(FieldValue::Id(serde_json::Number::from(n).to_string()))
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_f64<E>(self, n: f64) -> Result<FieldValue, E> {
+        Ok(serde_json::Number::from_f64(n)
+            .map_or(FieldValue::Other, |n| FieldValue::Id(n.to_string())))
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_bool<E>(self, _: bool) -> Result<FieldValue, E> {
+        Ok(FieldValue::Other)
     }
 
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-}
-
-/// An id as the upstream sent it: a string or a number (anything else is no id).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum IdValue {
-    Text(String),
-    Number(serde_json::Number),
-    Other(IgnoredValue),
-}
-
-/// Any other JSON value, skipped.
-#[derive(Deserialize)]
-#[serde(transparent)]
-struct IgnoredValue(#[allow(dead_code)] serde::de::IgnoredAny);
-
-impl IdValue {
-    fn text(self) -> Option<String> {
-        match self {
-            IdValue::Text(text) => Some(text),
-            IdValue::Number(n) => Some(n.to_string()),
-            IdValue::Other(_) => None,
-        }
+    fn visit_unit<E>(self) -> Result<FieldValue, E> {
+        Ok(FieldValue::Other)
     }
 }
 
@@ -632,6 +637,28 @@ mod tests {
             .as_deref(),
             Some("ab")
         );
+        // An id under the key decides, even when it is no id: no fallback to the top level.
+        for nested in ["null", "true", r#"{"x":1}"#, "[1]"] {
+            let body = format!(r#"{{"connection":{{"id":{nested}}},"id":"5"}}"#);
+            assert_eq!(id(&body, Some("connection")), None, "{body}");
+        }
+        // The key's value not an object: the top level's id.
+        assert_eq!(
+            id(r#"{"connection":"c","id":5}"#, Some("connection")).as_deref(),
+            Some("5")
+        );
+        // A key named `id` is both the resource object and the top-level id.
+        assert_eq!(id(r#"{"id":{"id":"x"}}"#, Some("id")).as_deref(), Some("x"));
+        assert_eq!(id(r#"{"id":"y"}"#, Some("id")).as_deref(), Some("y"));
+        // Numbers as serde_json writes them.
+        assert_eq!(id(r#"{"id":1e3}"#, None).as_deref(), Some("1000.0"));
+        assert_eq!(id(r#"{"id":-7}"#, None).as_deref(), Some("-7"));
+        assert_eq!(
+            id(r#"{"id":18446744073709551615}"#, None).as_deref(),
+            Some("18446744073709551615")
+        );
+        // Trailing bytes after the object: not JSON.
+        assert_eq!(id(r#"{"id":1} x"#, None), None);
         // A duplicated key: the last one wins, as serde_json's own map would have it.
         assert_eq!(id(r#"{"id":"1","id":"2"}"#, None).as_deref(), Some("2"));
         for not_an_id in [
@@ -642,6 +669,61 @@ mod tests {
             "",
         ] {
             assert_eq!(id(not_an_id, None), None, "{not_an_id}");
+        }
+    }
+
+    /// What `resource_id` did before it learnt to skip: parse the whole body, then look.
+    fn reference(body: &str, key: Option<&str>) -> Option<String> {
+        let v: Value = serde_json::from_str(body).ok()?;
+        match key
+            .and_then(|k| v.get(k))
+            .and_then(|r| r.get("id"))
+            .or_else(|| v.get("id"))?
+        {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn resource_ids_agree_with_a_parse_of_the_whole_body() {
+        let values = [
+            "null",
+            "true",
+            "0",
+            "-1",
+            "2.5",
+            "1e3",
+            r#""s""#,
+            r#""a\"b""#,
+            "[]",
+            "[1,{}]",
+            "{}",
+            r#"{"id":1}"#,
+            r#"{"id":null}"#,
+            r#"{"id":"x","id":2}"#,
+            r#"{"x":{"id":3}}"#,
+        ];
+        let mut bodies = vec!["{}".to_owned(), "[]".to_owned(), "1".to_owned()];
+        for a in values {
+            for b in values {
+                bodies.push(format!(r#"{{"connection":{a},"id":{b}}}"#));
+                bodies.push(format!(r#"{{"id":{b},"connection":{a}}}"#));
+                bodies.push(format!(
+                    r#"{{"connection":{a},"other":{b},"connection":{b}}}"#
+                ));
+                bodies.push(format!(r#"{{"id":{a},"id":{b}}}"#));
+            }
+        }
+        for body in &bodies {
+            for key in [Some("connection"), Some("id"), None] {
+                assert_eq!(
+                    resource_id(body.as_bytes(), key),
+                    reference(body, key),
+                    "{body} with key {key:?}"
+                );
+            }
         }
     }
 
