@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use specgate::app::{App, StartError};
+use specgate::config::{self, Config};
 
 mod memory;
-use specgate::config::{self, Config};
 
 const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
