@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod ca;
 pub mod pg;
 
 use std::convert::Infallible;
@@ -20,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::{CertificateParams, DnType, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 
@@ -58,22 +59,14 @@ pub struct Issued {
 impl TestCa {
     pub fn new() -> TestCa {
         install_crypto();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "specgate test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf_params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-        let leaf_pem = (
-            format!("{}{}", leaf.pem(), ca_cert.pem()),
-            leaf_key.serialize_pem(),
-        );
+        let certs = ca::LocalCa::new("specgate test CA");
+        let leaf_pem = (certs.chain_pem(), certs.leaf_key.serialize_pem());
+        let ca::LocalCa {
+            ca: ca_cert,
+            issuer,
+            leaf,
+            leaf_key,
+        } = certs;
 
         let dir = tempfile::tempdir().unwrap();
         let ca_pem = dir.path().join("ca.pem");
