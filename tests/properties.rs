@@ -12,6 +12,7 @@ use specgate::error::Error;
 use specgate::layer::validate::validate_json;
 use specgate::route::RouteTable;
 use specgate::spec::{Spec, SpecSource};
+use support::path_oracle::decodes_to_a_clean_path;
 use support::*;
 
 const MAX_DEPTH: usize = 8;
@@ -51,33 +52,6 @@ fn path() -> impl Strategy<Value = String> {
     ];
     let segment = prop::collection::vec(piece, 0..4).prop_map(|p| p.concat());
     prop::collection::vec(segment, 0..5).prop_map(|s| format!("/{}", s.join("/")))
-}
-
-/// Decoded up to three times and split on both slashes, a routed path has no dot segment (also
-/// with `;params`), no empty segment and no control byte. Independent of `route.rs`.
-fn decodes_to_a_clean_path(path: &str) -> bool {
-    let mut current = path.as_bytes().to_vec();
-    for _ in 0..3 {
-        let text = String::from_utf8_lossy(&current).into_owned();
-        if text == "/" {
-            return true;
-        }
-        let clean = text.starts_with('/')
-            && text[1..].split(['/', '\\']).all(|segment| {
-                let base = segment.split(';').next().unwrap_or(segment);
-                !segment.is_empty() && base != "." && base != ".."
-            })
-            && !text.bytes().any(|b| b.is_ascii_control());
-        if !clean {
-            return false;
-        }
-        let decoded: Vec<u8> = percent_encoding::percent_decode(&current).collect();
-        if decoded == current {
-            break;
-        }
-        current = decoded;
-    }
-    true
 }
 
 /// A JSON document as written, so objects may repeat keys.

@@ -17,6 +17,10 @@ use specgate::layer::validate::validate_json;
 use specgate::route::RouteTable;
 use specgate::spec::{Spec, SpecSource};
 
+#[path = "../../tests/support/path_oracle.rs"]
+mod path_oracle;
+use path_oracle::decodes_to_a_clean_path;
+
 struct Tables {
     reject: RouteTable,
     forward: RouteTable,
@@ -45,34 +49,6 @@ const METHODS: [Method; 9] = [
 ];
 
 const MAX_DEPTH: usize = 32;
-
-/// An independent oracle: decoded up to three times (as layered servers might), split on both
-/// slashes, a routed path (other than `/`) has no dot segment (also with `;params`), no empty
-/// segment and no control byte.
-fn decodes_to_a_clean_path(path: &str) -> bool {
-    let mut current = path.as_bytes().to_vec();
-    for _ in 0..3 {
-        let text = String::from_utf8_lossy(&current).into_owned();
-        if text == "/" {
-            return true;
-        }
-        let clean = text.starts_with('/')
-            && text[1..].split(['/', '\\']).all(|segment| {
-                let base = segment.split(';').next().unwrap_or(segment);
-                !segment.is_empty() && base != "." && base != ".."
-            })
-            && !text.bytes().any(|b| b.is_ascii_control());
-        if !clean {
-            return false;
-        }
-        let decoded: Vec<u8> = percent_encoding::percent_decode(&current).collect();
-        if decoded == current {
-            break;
-        }
-        current = decoded;
-    }
-    true
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((selector, rest)) = data.split_first() else {

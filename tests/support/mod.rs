@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 pub mod ca;
+pub mod path_oracle;
 pub mod pg;
 
 use std::convert::Infallible;
