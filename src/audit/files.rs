@@ -289,8 +289,8 @@ pub fn read_head(path: &Path, key: Option<&MacKey>) -> Result<Option<Head>, Head
     }
 }
 
-/// The head file, open for in-place updates: each write fills the slot not written last and
-/// syncs it, with no file created, renamed or resized (no metadata to journal).
+/// The head file, open for in-place updates: each write fills the slot not written last, with
+/// no file created, renamed or resized (no metadata to journal).
 #[derive(Debug)]
 pub struct HeadFile {
     file: File,
@@ -316,6 +316,14 @@ impl HeadFile {
 
     /// Writes `head` into the next slot and syncs it.
     pub fn write(&mut self, head: &Head) -> io::Result<()> {
+        self.put(head)?;
+        self.sync()
+    }
+
+    /// Writes `head` into the next slot without syncing: readers (and a restart after a
+    /// process crash) see it at once; it survives a power loss once [`HeadFile::sync`] runs.
+    /// Only one slot is ever being written, so a power loss tears at most that one.
+    pub fn put(&mut self, head: &Head) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         let slot = Slot {
             seq: head.seq,
@@ -328,9 +336,13 @@ impl HeadFile {
         line.push(b'\n');
         self.file
             .write_all_at(&line, self.next_slot % 2 * SLOT as u64)?;
-        self.file.sync_data()?;
         self.next_slot += 1;
         Ok(())
+    }
+
+    /// Makes the slots written so far durable.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
     }
 }
 

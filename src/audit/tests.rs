@@ -91,6 +91,25 @@ async fn concurrent_appends_share_syncs_and_all_land() {
 }
 
 #[tokio::test]
+async fn the_head_follows_the_syncs_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = options(dir.path());
+    let auditor = Auditor::open(options.clone()).unwrap();
+    let head = LogFiles::new(&options.path).head();
+    for n in 0..3 {
+        let first = auditor.append(created(2 * n)).await.unwrap();
+        // The sync thread updates the head after answering a batch and before it takes the
+        // next one: once a later record is synced, the head names at least the earlier one.
+        let second = auditor.append(created(2 * n + 1)).await.unwrap();
+        let named = read_head(&head, None).unwrap().expect("a head").seq;
+        assert!(
+            (first..=second).contains(&named),
+            "head names seq {named} after records {first} and {second} were synced"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_reopened_log_continues_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let options = options(dir.path());

@@ -1,15 +1,15 @@
 //! The audit writer: requests hand it records and wait, in batches, for the one `fdatasync`
 //! that covers theirs (group commit). No create is acknowledged before its record is on disk.
 //!
-//! Three threads form a pipeline, so the disk's sync latency is paid once per batch and never
+//! Two threads form a pipeline, so the disk's sync latency is paid once per batch and never
 //! twice in a row by the same request:
 //! - the **write** thread seals records into the hash chain and appends them; a record that only
 //!   needs to be *written* (the `attempted` record before a create is forwarded) is acknowledged
 //!   right there, without waiting for any sync;
 //! - the **sync** thread `fdatasync`s everything written so far and acknowledges the records
-//!   waiting for it, while the write thread goes on writing the next batch;
-//! - the **head** thread rewrites `<log>.head` (atomically, synced) after each sync, off the path
-//!   of any request, coalescing when it falls behind.
+//!   waiting for it, while the write thread goes on writing the next batch; after the
+//!   acknowledgements it rewrites `<log>.head` in place, and syncs the head at most once a
+//!   second, so a batch costs one durable write, not two.
 //!
 //! On open, the chain is picked up from the last record on disk. A torn last line (a crash
 //! mid-write) is cut away and noted in a `recovered` record. A log that ends before the record
@@ -20,7 +20,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc as std_mpsc};
+use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use std::future::Future;
@@ -187,7 +187,7 @@ impl Health {
     }
 }
 
-/// What the three threads share.
+/// What the two threads share.
 struct Shared {
     health: Arc<Health>,
     observer: Arc<dyn Observer>,
@@ -295,24 +295,13 @@ impl Auditor {
                     source,
                 }
             })?;
-        let head_slot = Arc::new(HeadSlot {
-            state: Mutex::default(),
-            changed: Condvar::new(),
-            writing: Mutex::new((head_file, writer.seq)),
-        });
-        let head_writer = HeadWriter {
-            slot: head_slot.clone(),
-            shared: shared.clone(),
-        };
-        std::thread::Builder::new()
-            .name("audit-head".into())
-            .spawn(move || head_writer.run())
-            .map_err(spawn_error)?;
-        let (sync_tx, sync_rx) = std_mpsc::channel();
         let syncer = Syncer {
             shared: shared.clone(),
-            head: head_slot,
+            head: head_file,
+            head_seq: writer.seq,
+            head_unsynced_since: None,
         };
+        let (sync_tx, sync_rx) = std_mpsc::channel();
         std::thread::Builder::new()
             .name("audit-sync".into())
             .spawn(move || syncer.run(sync_rx))
@@ -740,15 +729,42 @@ impl Writer {
     }
 }
 
-/// The sync thread: one `fdatasync` for everything handed over since the last one.
+/// How long the head file may go unsynced after an update. Until it is synced a power loss
+/// (not a process crash: the page cache survives that) can bring back an older head, which
+/// only narrows what a truncation check can see; it never names a record the log lacks.
+const HEAD_SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// The sync thread: one `fdatasync` for everything handed over since the last one, then the
+/// head file updated in place, and synced at most every [`HEAD_SYNC_EVERY`] (one durable
+/// write per batch, not two).
 struct Syncer {
     shared: Arc<Shared>,
-    head: Arc<HeadSlot>,
+    head: HeadFile,
+    /// The seq of the last head written: an older one is never written over it.
+    head_seq: u64,
+    /// When the oldest head update not yet synced was written.
+    head_unsynced_since: Option<Instant>,
 }
 
 impl Syncer {
-    fn run(self, rx: std_mpsc::Receiver<SyncJob>) {
-        while let Ok(first) = rx.recv() {
+    fn run(mut self, rx: std_mpsc::Receiver<SyncJob>) {
+        loop {
+            let first = match self.head_unsynced_since {
+                None => match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+                Some(since) => {
+                    match rx.recv_timeout(HEAD_SYNC_EVERY.saturating_sub(since.elapsed())) {
+                        Ok(job) => job,
+                        Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                            self.sync_head();
+                            continue;
+                        }
+                        Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            };
             let mut jobs = vec![first];
             jobs.extend(rx.try_iter());
             // Usually one file; around a rotation, the old one first.
@@ -769,6 +785,8 @@ impl Syncer {
             }
             let health = &self.shared.health;
             health.syncs.fetch_add(1, Ordering::Relaxed);
+            let head = jobs.last().expect("at least one job").head;
+            let flush = jobs.iter().any(|j| j.head_first);
             let outcome = match result {
                 Ok(()) => {
                     if !health.sync_failed.load(Ordering::Acquire) {
@@ -777,11 +795,10 @@ impl Syncer {
                     let records: usize = jobs.iter().map(|j| j.records).sum();
                     health.records.fetch_add(records as u64, Ordering::Relaxed);
                     self.shared.observer.synced(records, sync_took);
-                    let head = jobs.last().expect("at least one job").head;
-                    if jobs.iter().any(|j| j.head_first) {
-                        self.head.write_now(head, &self.shared);
-                    } else {
-                        self.head.offer(head);
+                    if flush {
+                        // Shutdown wants an exact, durable head before it hears back.
+                        self.put_head(head);
+                        self.sync_head();
                     }
                     Ok(())
                 }
@@ -800,88 +817,51 @@ impl Syncer {
                     Err(self.shared.fail(&health.log_failing, "sync", &e))
                 }
             };
+            let synced_ok = outcome.is_ok();
             for job in jobs {
                 for (ack, seq) in job.acks {
                     let _ = ack.send(outcome.clone().map(|()| seq));
                 }
             }
+            // After the acknowledgements: the head is off every request's path.
+            if synced_ok && !flush {
+                self.put_head(head);
+                if self
+                    .head_unsynced_since
+                    .is_some_and(|since| since.elapsed() >= HEAD_SYNC_EVERY)
+                {
+                    self.sync_head();
+                }
+            }
         }
-        self.head.close();
-    }
-}
-
-/// The newest head waiting to be written; the head thread takes it, so a burst of syncs costs
-/// one head update, not one each.
-struct HeadSlot {
-    state: Mutex<HeadState>,
-    changed: Condvar,
-    /// The head file, held while an update runs (so `write_now` never races the head thread),
-    /// with the seq of the last head written: an older one that arrives late is not written
-    /// over it.
-    writing: Mutex<(HeadFile, u64)>,
-}
-
-#[derive(Default)]
-struct HeadState {
-    next: Option<Head>,
-    closed: bool,
-}
-
-impl HeadSlot {
-    fn offer(&self, head: Head) {
-        self.state.lock().expect("head slot").next = Some(head);
-        self.changed.notify_one();
+        if self.head_unsynced_since.is_some() {
+            self.sync_head();
+        }
     }
 
-    fn close(&self) {
-        self.state.lock().expect("head slot").closed = true;
-        self.changed.notify_one();
-    }
-
-    /// Writes `head` on the calling thread (after any update in progress), for a flush.
-    fn write_now(&self, head: Head, shared: &Shared) {
-        self.state.lock().expect("head slot").next = None;
-        self.write(head, shared);
-    }
-
-    fn write(&self, head: Head, shared: &Shared) {
-        let mut writing = self.writing.lock().expect("head writer");
-        let (file, last) = &mut *writing;
-        if head.seq < *last {
+    /// Writes `head` into the head file (unsynced) unless a newer one is there already.
+    fn put_head(&mut self, head: Head) {
+        if head.seq < self.head_seq {
             return;
         }
-        *last = head.seq;
-        match file.write(&head) {
-            Ok(()) => shared.recover(&shared.health.head_failing),
+        self.head_seq = head.seq;
+        match self.head.put(&head) {
+            Ok(()) => {
+                self.head_unsynced_since.get_or_insert_with(Instant::now);
+                self.shared.recover(&self.shared.health.head_failing);
+            }
             Err(e) => {
-                shared.fail(&shared.health.head_failing, "head file", &e);
+                self.shared
+                    .fail(&self.shared.health.head_failing, "head file", &e);
             }
         }
     }
-}
 
-/// The head thread.
-struct HeadWriter {
-    slot: Arc<HeadSlot>,
-    shared: Arc<Shared>,
-}
-
-impl HeadWriter {
-    fn run(self) {
-        loop {
-            let head = {
-                let mut state = self.slot.state.lock().expect("head slot");
-                loop {
-                    if let Some(head) = state.next.take() {
-                        break head;
-                    }
-                    if state.closed {
-                        return;
-                    }
-                    state = self.slot.changed.wait(state).expect("head slot");
-                }
-            };
-            self.slot.write(head, &self.shared);
+    fn sync_head(&mut self) {
+        self.head_unsynced_since = None;
+        if let Err(e) = self.head.sync() {
+            self.shared
+                .fail(&self.shared.health.head_failing, "head file sync", &e);
         }
     }
 }
