@@ -110,6 +110,25 @@ async fn the_head_follows_the_syncs_without_a_flush() {
 }
 
 #[tokio::test]
+async fn with_sync_always_an_attempt_waits_for_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let auditor = Auditor::open(options(dir.path())).unwrap();
+    for n in 0..3 {
+        auditor.write(created(n)).await.unwrap();
+    }
+    assert_eq!(
+        auditor.health().syncs(),
+        0,
+        "a written-only record was synced alone"
+    );
+    let seq = auditor.append(created(3)).await.unwrap();
+    assert_eq!(seq, 4);
+    // One sync made all four durable.
+    assert_eq!(auditor.health().syncs(), 1);
+    assert_eq!(auditor.health().records(), 4);
+}
+
+#[tokio::test]
 async fn a_reopened_log_continues_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let options = options(dir.path());

@@ -35,6 +35,9 @@ use super::record::{Entry, GENESIS, Hash, MacKey, Outcome, open, seal};
 const MAX_BATCH: usize = 1024;
 /// Records waiting for the writer before new ones wait for room.
 const QUEUE: usize = 8192;
+/// With `sync = always`, records that only had to be written (attempts) are made durable by
+/// the next sync, or after this long when no sync follows.
+const WRITTEN_SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// When records reach the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -398,8 +401,10 @@ struct Writer {
     first_seq: u64,
     seq: u64,
     prev: Hash,
-    /// Written but not yet handed to the sync thread (interval mode).
+    /// Written but not yet handed to the sync thread.
     dirty: bool,
+    /// Records written since the last hand-over (sync = always), counted once synced.
+    unsynced: usize,
     shared: Arc<Shared>,
     buf: Vec<u8>,
 }
@@ -503,6 +508,7 @@ impl Writer {
             seq,
             prev,
             dirty: false,
+            unsynced: 0,
             shared,
             buf: Vec::with_capacity(64 * 1024),
             options,
@@ -547,10 +553,11 @@ impl Writer {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Pending>, sync: std_mpsc::Sender<SyncJob>) {
         let interval = match self.options.sync {
-            SyncMode::Always => Duration::from_secs(3600),
+            SyncMode::Always => WRITTEN_SYNC_EVERY,
             SyncMode::Interval(every) => every,
         };
-        let mut tick = tokio::time::interval(interval);
+        // The first tick one interval from now, not at once.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
@@ -566,11 +573,11 @@ impl Writer {
                     }
                     self.commit(&mut batch, &sync);
                 }
-                _ = tick.tick(), if self.dirty => self.hand_over(Vec::new(), 0, false, &sync),
+                _ = tick.tick(), if self.dirty => self.hand_over(Vec::new(), false, &sync),
             }
         }
         if self.dirty {
-            self.hand_over(Vec::new(), 0, true, &sync);
+            self.hand_over(Vec::new(), true, &sync);
         }
     }
 
@@ -627,37 +634,50 @@ impl Writer {
             }
         }
         match self.options.sync {
-            SyncMode::Always => self.hand_over(waiting, records, flush, sync),
-            SyncMode::Interval(_) if flush => self.hand_over(waiting, records, true, sync),
+            // Records that only had to be written (attempts) wait for the next sync, which
+            // covers everything written to the file before it: one sync per create, not two.
+            SyncMode::Always if waiting.is_empty() && !flush => self.unsynced += records,
+            SyncMode::Always => {
+                self.unsynced += records;
+                self.hand_over(waiting, flush, sync);
+            }
             SyncMode::Interval(_) => {
                 self.shared
                     .health
                     .records
                     .fetch_add(records as u64, Ordering::Relaxed);
-                for (ack, seq) in waiting {
-                    let _ = ack.send(Ok(seq));
+                if flush {
+                    self.hand_over(waiting, true, sync);
+                } else {
+                    for (ack, seq) in waiting {
+                        let _ = ack.send(Ok(seq));
+                    }
                 }
             }
         }
-        if self.len >= self.options.max_file_bytes
-            && let Err(e) = self.rotate()
-        {
-            tracing::error!(
+        if self.len >= self.options.max_file_bytes {
+            // The file's last records are synced before it is set aside.
+            if self.dirty {
+                self.hand_over(Vec::new(), false, sync);
+            }
+            if let Err(e) = self.rotate() {
+                tracing::error!(
                 error = %e,
                 path = %self.files.active().display(),
-                "audit log rotation failed; still writing to the active file"
-            );
+                    "audit log rotation failed; still writing to the active file"
+                );
+            }
         }
     }
 
     fn hand_over(
         &mut self,
         acks: Vec<(Ack, u64)>,
-        records: usize,
         head_first: bool,
         sync: &std_mpsc::Sender<SyncJob>,
     ) {
         self.dirty = false;
+        let records = std::mem::take(&mut self.unsynced);
         let job = SyncJob {
             file: self.file.clone(),
             head: Head {
