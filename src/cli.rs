@@ -35,7 +35,7 @@ pub fn route_rows(spec: &Spec) -> Vec<RouteRow> {
         .map(|op| RouteRow {
             method: op.method.to_string(),
             path: format!("{}{}", spec.base_path, op.template),
-            operation_id: op.id.clone(),
+            operation_id: op.id.to_string(),
             validated: op
                 .body
                 .as_ref()

@@ -55,7 +55,7 @@ impl Service<Request<Body>> for Mock {
         ready(match &routed.operation.example {
             Some(example) => Ok(respond(example)),
             None => Err(Error::MockNoExample {
-                operation_id: routed.operation.id.clone(),
+                operation_id: routed.operation.id.to_string(),
             }),
         })
     }

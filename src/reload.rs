@@ -179,7 +179,7 @@ impl Generation {
 fn check_allow_lists(config: &Config, spec: &Spec) -> Result<(), ConfigError> {
     for (i, client) in config.clients.iter().enumerate() {
         for op in client.allow.iter().flatten() {
-            if op != ALLOW_ANY && !spec.operations.iter().any(|o| &o.id == op) {
+            if op != ALLOW_ANY && !spec.operations.iter().any(|o| *o.id == **op) {
                 return Err(ConfigError {
                     setting: format!("clients[{i}].allow"),
                     message: format!(

@@ -135,7 +135,7 @@ impl RouteTable {
             UnknownRoutes::Reject => Err(refused),
             UnknownRoutes::Forward => Ok(Routed {
                 operation: Arc::new(Operation {
-                    id: UNSPECIFIED.to_owned(),
+                    id: Arc::from(UNSPECIFIED),
                     method: method.clone(),
                     template: path.to_owned(),
                     body: None,
@@ -287,7 +287,7 @@ mod tests {
         let table = table();
         for path in ["/api/3/connections", "/connections"] {
             let routed = table.route(&Method::POST, path).unwrap();
-            assert_eq!(routed.operation.id, "create-connection");
+            assert_eq!(&*routed.operation.id, "create-connection");
             assert_eq!(&*routed.upstream_path, "/connections");
         }
     }
@@ -330,7 +330,7 @@ mod tests {
                 .unwrap()
                 .operation
                 .id,
-            "get"
+            "get".into()
         );
         assert_eq!(
             &*t.route(&Method::DELETE, "/connections/a%20b")
@@ -389,7 +389,7 @@ mod tests {
         let table = table().with_unknown_routes(UnknownRoutes::Forward);
         let routed = table.route(&Method::GET, "/api/3/contacts/7").unwrap();
         assert!(routed.unspecified);
-        assert_eq!(routed.operation.id, UNSPECIFIED);
+        assert_eq!(&*routed.operation.id, UNSPECIFIED);
         assert_eq!(&*routed.upstream_path, "/contacts/7");
         assert!(!routed.operation.creates);
         let other_method = table.route(&Method::GET, "/connections").unwrap();
@@ -398,7 +398,7 @@ mod tests {
         assert!(post.operation.creates, "an unknown POST is audited");
         let known = table.route(&Method::POST, "/connections").unwrap();
         assert!(!known.unspecified);
-        assert_eq!(known.operation.id, "create-connection");
+        assert_eq!(&*known.operation.id, "create-connection");
         // The path checks apply to forwarded paths all the same.
         let e = table.route(&Method::GET, "/api/3/../admin").unwrap_err();
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);

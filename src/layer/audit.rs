@@ -62,7 +62,7 @@ impl CreateRequest {
                 .extensions()
                 .get::<RequestId>()
                 .map(|id| id.as_str().to_owned()),
-            operation_id: routed.operation.id.clone(),
+            operation_id: routed.operation.id.to_string(),
             method: req.method().to_string(),
             path: req.uri().path().to_owned(),
             client: req

@@ -93,7 +93,7 @@ impl Client {
         match &self.allow {
             Allow::All => true,
             Allow::Only(_) if routed.unspecified => false,
-            Allow::Only(operations) => operations.contains(&routed.operation.id),
+            Allow::Only(operations) => operations.contains(&*routed.operation.id),
         }
     }
 }

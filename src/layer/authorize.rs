@@ -45,7 +45,7 @@ pub fn check<B>(req: &Request<B>) -> Result<(), Error> {
     } else {
         Err(Error::Forbidden {
             client: client.name().clone(),
-            operation_id: routed.operation.id.clone(),
+            operation_id: routed.operation.id.to_string(),
         })
     }
 }

@@ -226,7 +226,7 @@ fn record(metrics: &Metrics, seen: Seen, response: &Response<Body>) {
     let status = response.status();
     let error = response.extensions().get::<ErrorKind>().map(|k| k.0);
     let operation: Arc<str> = match seen.slot.get() {
-        Some(op) => Arc::from(op.id.as_str()),
+        Some(op) => op.id.clone(),
         None => Arc::from(UNMATCHED),
     };
     metrics.request(&operation, &seen.method, status);

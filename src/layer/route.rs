@@ -96,7 +96,7 @@ mod tests {
         layer().layer(inner).oneshot(req).await.unwrap();
         let seen = seen.lock().unwrap();
         let routed = seen[0].extensions().get::<Routed>().unwrap();
-        assert_eq!(routed.operation.id, "create-connection");
+        assert_eq!(&*routed.operation.id, "create-connection");
     }
 
     #[tokio::test]

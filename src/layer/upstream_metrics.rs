@@ -81,7 +81,7 @@ where
         let operation = req
             .extensions()
             .get::<Routed>()
-            .map(|r| Arc::from(r.operation.id.as_str()));
+            .map(|r| r.operation.id.clone());
         ResponseFuture {
             future: self.inner.call(req),
             started: Instant::now(),

@@ -109,7 +109,7 @@ pub fn validate_json(
             return Ok(None);
         }
         return Err(Error::SchemaViolations {
-            operation_id: operation.id.clone(),
+            operation_id: operation.id.to_string(),
             violations: vec![Violation {
                 title: "body: a JSON request body is required".into(),
                 code: "required",
@@ -124,7 +124,7 @@ pub fn validate_json(
         // The fast check first: a valid body (the common case) never builds error messages.
         if !schema.is_valid(&value) {
             return Err(Error::SchemaViolations {
-                operation_id: operation.id.clone(),
+                operation_id: operation.id.to_string(),
                 violations: schema.violations(&value),
             });
         }

@@ -87,7 +87,7 @@ pub struct Spec {
 #[derive(Debug)]
 pub struct Operation {
     /// The `operationId`, or `METHOD /path` when the spec gives none.
-    pub id: String,
+    pub id: Arc<str>,
     /// The HTTP method.
     pub method: Method,
     /// The path template, as in the spec (`/connections/{id}`).
@@ -266,7 +266,7 @@ fn compile_operation(
         }
     };
     Ok(Operation {
-        id,
+        id: id.into(),
         creates,
         method,
         template: template.to_owned(),

@@ -9,7 +9,7 @@ fn embedded() -> Spec {
 fn create_connection(spec: &Spec) -> &Operation {
     spec.operations
         .iter()
-        .find(|op| op.id == "create-connection")
+        .find(|op| &*op.id == "create-connection")
         .unwrap()
 }
 
@@ -105,7 +105,7 @@ fn openapi_30_documents_compile_with_refs_and_nullable() {
     assert_eq!(spec.credential_header, DEFAULT_CREDENTIAL_HEADER);
     assert_eq!(spec.operations.len(), 2);
     let put = &spec.operations[1];
-    assert_eq!(put.id, "PUT /things/{id}");
+    assert_eq!(&*put.id, "PUT /things/{id}");
     assert!(!put.creates, "only POSTs create");
     let body = put.body.as_ref().unwrap();
     assert_eq!(
