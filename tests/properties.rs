@@ -203,14 +203,16 @@ proptest! {
 }
 
 fn request() -> impl Strategy<Value = (String, String, Option<&'static str>, Vec<u8>)> {
+    // POST and the known-valid body weigh more, so that 300 cases forward ~11 creates and the
+    // check that some were forwarded cannot fail by chance (at equal weights it did, ~6%).
     let method = prop_oneof![
-        Just("POST"),
-        Just("GET"),
-        Just("PUT"),
-        Just("DELETE"),
-        Just("PATCH"),
-        Just("OPTIONS"),
-        Just("HEAD"),
+        3 => Just("POST"),
+        1 => Just("GET"),
+        1 => Just("PUT"),
+        1 => Just("DELETE"),
+        1 => Just("PATCH"),
+        1 => Just("OPTIONS"),
+        1 => Just("HEAD"),
     ]
     .prop_map(str::to_owned);
     let target = prop_oneof![
@@ -229,7 +231,7 @@ fn request() -> impl Strategy<Value = (String, String, Option<&'static str>, Vec
         3 => create_body().prop_map(|j| j.render().into_bytes()),
         1 => json().prop_map(|j| j.render().into_bytes()),
         1 => prop::collection::vec(any::<u8>(), 0..64),
-        1 => Just(VALID_CREATE.as_bytes().to_vec()),
+        2 => Just(VALID_CREATE.as_bytes().to_vec()),
     ];
     (method, target, content_type, body)
 }
