@@ -662,8 +662,8 @@ impl Writer {
             }
             if let Err(e) = self.rotate() {
                 tracing::error!(
-                error = %e,
-                path = %self.files.active().display(),
+                    error = %e,
+                    path = %self.files.active().display(),
                     "audit log rotation failed; still writing to the active file"
                 );
             }
@@ -868,7 +868,6 @@ impl Syncer {
         match self.head.put(&head) {
             Ok(()) => {
                 self.head_unsynced_since.get_or_insert_with(Instant::now);
-                self.shared.recover(&self.shared.health.head_failing);
             }
             Err(e) => {
                 self.shared
@@ -877,11 +876,15 @@ impl Syncer {
         }
     }
 
+    /// Syncs the head file; only a synced head clears a head failure.
     fn sync_head(&mut self) {
         self.head_unsynced_since = None;
-        if let Err(e) = self.head.sync() {
-            self.shared
-                .fail(&self.shared.health.head_failing, "head file sync", &e);
+        match self.head.sync() {
+            Ok(()) => self.shared.recover(&self.shared.health.head_failing),
+            Err(e) => {
+                self.shared
+                    .fail(&self.shared.health.head_failing, "head file sync", &e);
+            }
         }
     }
 }
