@@ -257,20 +257,10 @@ pub fn read_head(path: &Path, key: Option<&MacKey>) -> Result<Option<Head>, Head
     }
     let mut best: Option<Head> = None;
     let mut mac_failed = false;
-    for slot in bytes.chunks(SLOT) {
-        let Ok(slot) = serde_json::from_slice::<Slot>(slot.trim_ascii_end()) else {
+    for chunk in bytes.chunks(SLOT) {
+        let Some((head, slot)) = parse_slot(chunk) else {
             continue;
         };
-        let Some(hash) = decode_hash(slot.hash.as_bytes()) else {
-            continue;
-        };
-        let head = Head {
-            seq: slot.seq,
-            hash,
-        };
-        if slot.sum != head_sum(&head) {
-            continue;
-        }
         if let Some(key) = key {
             let stated = slot.mac.as_deref().and_then(|m| decode_hash(m.as_bytes()));
             if stated != Some(head_mac(key, &head)) {
@@ -289,13 +279,27 @@ pub fn read_head(path: &Path, key: Option<&MacKey>) -> Result<Option<Head>, Head
     }
 }
 
-/// The head file, open for in-place updates: each write fills the slot not written last, with
-/// no file created, renamed or resized (no metadata to journal).
+/// A slot's head, if the slot is whole (its checksum matches; the MAC is checked by the caller).
+fn parse_slot(chunk: &[u8]) -> Option<(Head, Slot)> {
+    let slot = serde_json::from_slice::<Slot>(chunk.trim_ascii_end()).ok()?;
+    let head = Head {
+        seq: slot.seq,
+        hash: decode_hash(slot.hash.as_bytes())?,
+    };
+    (slot.sum == head_sum(&head)).then_some((head, slot))
+}
+
+/// The head file, open for in-place updates, with no file created, renamed or resized (no
+/// metadata to journal). Updates between two syncs all go to the same slot, never the one
+/// holding the last synced head: a power loss can tear the slot being written, never both.
 #[derive(Debug)]
 pub struct HeadFile {
     file: File,
     key: Option<MacKey>,
+    /// The slot updates go to until the next sync.
     next_slot: u64,
+    /// Whether `next_slot` was written since the last sync.
+    unsynced: bool,
 }
 
 impl HeadFile {
@@ -307,10 +311,25 @@ impl HeadFile {
             .create(true)
             .truncate(false)
             .open(path)?;
+        // Start on the slot that does not hold the newest head.
+        let mut bytes = Vec::new();
+        (&file).read_to_end(&mut bytes)?;
+        let seqs: Vec<Option<u64>> = bytes
+            .chunks(SLOT)
+            .map(|chunk| parse_slot(chunk).map(|(head, _)| head.seq))
+            .collect();
+        let first_is_newest = match (
+            seqs.first().copied().flatten(),
+            seqs.get(1).copied().flatten(),
+        ) {
+            (Some(first), Some(second)) => first >= second,
+            (first, _) => first.is_some(),
+        };
         Ok(HeadFile {
             file,
             key,
-            next_slot: 0,
+            next_slot: u64::from(first_is_newest),
+            unsynced: false,
         })
     }
 
@@ -320,9 +339,9 @@ impl HeadFile {
         self.sync()
     }
 
-    /// Writes `head` into the next slot without syncing: readers (and a restart after a
-    /// process crash) see it at once; it survives a power loss once [`HeadFile::sync`] runs.
-    /// Only one slot is ever being written, so a power loss tears at most that one.
+    /// Writes `head` into the slot updates go to, without syncing: readers (and a restart
+    /// after a process crash) see it at once; it survives a power loss once
+    /// [`HeadFile::sync`] runs. Until then the other slot keeps the last synced head.
     pub fn put(&mut self, head: &Head) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         let slot = Slot {
@@ -336,13 +355,17 @@ impl HeadFile {
         line.push(b'\n');
         self.file
             .write_all_at(&line, self.next_slot % 2 * SLOT as u64)?;
-        self.next_slot += 1;
+        self.unsynced = true;
         Ok(())
     }
 
-    /// Makes the slots written so far durable.
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+    /// Makes the last update durable; the next one goes to the other slot.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()?;
+        if std::mem::take(&mut self.unsynced) {
+            self.next_slot += 1;
+        }
+        Ok(())
     }
 }
 
@@ -432,6 +455,69 @@ mod tests {
             read_head(&path, Some(&key)),
             Err(HeadError::Mac { .. })
         ));
+    }
+
+    #[test]
+    fn updates_between_syncs_never_touch_the_last_synced_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl.head");
+        let head = |seq: u64| Head {
+            seq,
+            hash: [seq as u8; 32],
+        };
+        let mut file = HeadFile::open(&path, None).unwrap();
+        file.write(&head(1)).unwrap();
+        for seq in 2..=5 {
+            file.put(&head(seq)).unwrap();
+        }
+        assert_eq!(read_head(&path, None).unwrap(), Some(head(5)));
+        // A power loss tears the slot being updated: the synced head stands.
+        let mut bytes = fs::read(&path).unwrap();
+        let torn = bytes
+            .chunks(SLOT)
+            .position(|c| c.starts_with(b"{\"seq\":5"))
+            .unwrap();
+        bytes[torn * SLOT + 10] = b'9';
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_head(&path, None).unwrap(), Some(head(1)));
+        // Synced, the update stands, and the next ones go to the other slot.
+        let mut file = HeadFile::open(&path, None).unwrap();
+        file.put(&head(6)).unwrap();
+        file.sync().unwrap();
+        file.put(&head(7)).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        let seqs: Vec<u64> = bytes
+            .chunks(SLOT)
+            .filter_map(|c| parse_slot(c).map(|(h, _)| h.seq))
+            .collect();
+        assert_eq!(seqs.len(), 2);
+        assert!(seqs.contains(&6) && seqs.contains(&7), "{seqs:?}");
+    }
+
+    #[test]
+    fn a_reopened_head_file_writes_first_over_the_older_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl.head");
+        let head = |seq: u64| Head {
+            seq,
+            hash: [seq as u8; 32],
+        };
+        for (writes, newest_at) in [(1, 0), (2, 1), (3, 0)] {
+            fs::remove_file(&path).ok();
+            let mut file = HeadFile::open(&path, None).unwrap();
+            for seq in 1..=writes {
+                file.write(&head(seq)).unwrap();
+            }
+            let mut reopened = HeadFile::open(&path, None).unwrap();
+            reopened.put(&head(10)).unwrap();
+            let bytes = fs::read(&path).unwrap();
+            let newest = parse_slot(&bytes[newest_at * SLOT..(newest_at + 1) * SLOT]);
+            assert_eq!(
+                newest.map(|(h, _)| h.seq),
+                Some(writes),
+                "after {writes} writes"
+            );
+        }
     }
 
     #[test]

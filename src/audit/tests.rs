@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::verify::verify;
 use super::*;
@@ -366,6 +367,52 @@ async fn interval_mode_acknowledges_on_write_and_syncs_later() {
     auditor.flush().await.unwrap();
     assert!(auditor.health().syncs() >= 1);
     verify(&options.path, None).unwrap();
+}
+
+/// Reports each sync's record count on a channel.
+struct SyncReports(std::sync::Mutex<std::sync::mpsc::Sender<usize>>);
+
+impl Observer for SyncReports {
+    fn synced(&self, records: usize, _took: std::time::Duration) {
+        let _ = self.0.lock().unwrap().send(records);
+    }
+}
+
+fn observed(options: AuditOptions) -> (Auditor, std::sync::mpsc::Receiver<usize>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let auditor =
+        Auditor::open_observed(options, Arc::new(SyncReports(std::sync::Mutex::new(tx)))).unwrap();
+    (auditor, rx)
+}
+
+#[tokio::test]
+async fn an_attempt_with_no_outcome_is_synced_by_the_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auditor, syncs) = observed(options(dir.path()));
+    auditor.write(created(0)).await.unwrap();
+    // No append follows: the writer's tick (WRITTEN_SYNC_EVERY) hands the record over.
+    let records = tokio::task::spawn_blocking(move || syncs.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(records, Ok(1));
+    assert_eq!(auditor.health().records(), 1);
+}
+
+#[tokio::test]
+async fn a_file_is_synced_before_it_is_rotated_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(dir.path());
+    // No tick within the test: only the rotation can ask for this sync.
+    options.sync = SyncMode::Interval(Duration::from_secs(3600));
+    options.max_file_bytes = 1;
+    let (auditor, syncs) = observed(options.clone());
+    auditor.write(created(0)).await.unwrap();
+    let synced = tokio::task::spawn_blocking(move || syncs.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(synced.is_ok(), "no sync before the rotation: {synced:?}");
+    auditor.flush().await.unwrap();
+    assert_eq!(LogFiles::new(&options.path).rotated().unwrap().len(), 1);
 }
 
 #[test]

@@ -303,6 +303,7 @@ impl Auditor {
             head: head_file,
             head_seq: writer.seq,
             head_unsynced_since: None,
+            head_put_ok: true,
         };
         let (sync_tx, sync_rx) = std_mpsc::channel();
         std::thread::Builder::new()
@@ -556,8 +557,7 @@ impl Writer {
             SyncMode::Always => WRITTEN_SYNC_EVERY,
             SyncMode::Interval(every) => every,
         };
-        // The first tick one interval from now, not at once.
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
@@ -571,7 +571,12 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
+                    let was_dirty = self.dirty;
                     self.commit(&mut batch, &sync);
+                    if self.dirty && !was_dirty {
+                        // A tick missed while nothing was dirty would fire at once.
+                        tick.reset();
+                    }
                 }
                 _ = tick.tick(), if self.dirty => self.hand_over(Vec::new(), false, &sync),
             }
@@ -764,6 +769,8 @@ struct Syncer {
     head_seq: u64,
     /// When the oldest head update not yet synced was written.
     head_unsynced_since: Option<Instant>,
+    /// Whether the last head update was written: a sync clears a head failure only then.
+    head_put_ok: bool,
 }
 
 impl Syncer {
@@ -865,8 +872,10 @@ impl Syncer {
             return;
         }
         self.head_seq = head.seq;
+        self.head_put_ok = false;
         match self.head.put(&head) {
             Ok(()) => {
+                self.head_put_ok = true;
                 self.head_unsynced_since.get_or_insert_with(Instant::now);
             }
             Err(e) => {
@@ -876,11 +885,13 @@ impl Syncer {
         }
     }
 
-    /// Syncs the head file; only a synced head clears a head failure.
+    /// Syncs the head file; a head failure clears only once the newest head is written and
+    /// synced.
     fn sync_head(&mut self) {
         self.head_unsynced_since = None;
         match self.head.sync() {
-            Ok(()) => self.shared.recover(&self.shared.health.head_failing),
+            Ok(()) if self.head_put_ok => self.shared.recover(&self.shared.health.head_failing),
+            Ok(()) => {}
             Err(e) => {
                 self.shared
                     .fail(&self.shared.health.head_failing, "head file sync", &e);
