@@ -50,8 +50,9 @@ where
 
 /// One JSON object per event, `{"timestamp":…,"level":…,<fields>,"spans":[…]}`: the shape of
 /// tracing-subscriber's flattened JSON format without target or current span, written
-/// straight into the line buffer. Its own formatter goes through serde and re-checks the UTF-8 of every
-/// piece it writes: ~24k instructions for an access-log line, a tenth of a forwarded create.
+/// straight into the line buffer. Its own formatter goes through serde and re-checks the
+/// UTF-8 of every piece it writes: ~24k instructions for an access-log line, 9% of a
+/// forwarded create; this one takes ~14k.
 #[derive(Debug, Clone, Copy)]
 pub struct JsonLines;
 
