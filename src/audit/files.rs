@@ -389,6 +389,14 @@ pub fn sync_dir(path: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// A head whose hash is its seq, repeated.
+    fn head(seq: u64) -> Head {
+        Head {
+            seq,
+            hash: [seq as u8; 32],
+        }
+    }
+
     #[test]
     fn tail_finds_the_last_complete_line_and_the_torn_rest() {
         let dir = tempfile::tempdir().unwrap();
@@ -461,10 +469,6 @@ mod tests {
     fn updates_between_syncs_never_touch_the_last_synced_slot() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl.head");
-        let head = |seq: u64| Head {
-            seq,
-            hash: [seq as u8; 32],
-        };
         let mut file = HeadFile::open(&path, None).unwrap();
         file.write(&head(1)).unwrap();
         for seq in 2..=5 {
@@ -498,10 +502,6 @@ mod tests {
     fn a_reopened_head_file_writes_first_over_the_older_slot() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl.head");
-        let head = |seq: u64| Head {
-            seq,
-            hash: [seq as u8; 32],
-        };
         for (writes, newest_at) in [(1, 0), (2, 1), (3, 0)] {
             fs::remove_file(&path).ok();
             let mut file = HeadFile::open(&path, None).unwrap();
