@@ -314,14 +314,11 @@ impl HeadFile {
         // Start on the slot that does not hold the newest head.
         let mut bytes = Vec::new();
         (&file).read_to_end(&mut bytes)?;
-        let seqs: Vec<Option<u64>> = bytes
-            .chunks(SLOT)
-            .map(|chunk| parse_slot(chunk).map(|(head, _)| head.seq))
-            .collect();
-        let first_is_newest = match (
-            seqs.first().copied().flatten(),
-            seqs.get(1).copied().flatten(),
-        ) {
+        let seq_in = |slot: usize| {
+            let (head, _) = parse_slot(bytes.chunks(SLOT).nth(slot)?)?;
+            Some(head.seq)
+        };
+        let first_is_newest = match (seq_in(0), seq_in(1)) {
             (Some(first), Some(second)) => first >= second,
             (first, _) => first.is_some(),
         };
