@@ -7,9 +7,7 @@ use std::io::IsTerminal;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::{
-    FormatEvent, FormatFields, JsonFields as SpanFields, Writer,
-};
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, JsonFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
@@ -43,7 +41,7 @@ where
         .with_env_filter(filter)
         .with_writer(writer)
         // Spans keep their fields as JSON, for the event's span list.
-        .fmt_fields(SpanFields::new())
+        .fmt_fields(JsonFields::new())
         .event_format(JsonLines)
         .finish()
 }
@@ -70,7 +68,7 @@ where
         writer.write_str("{\"timestamp\":\"")?;
         SystemTime.format_time(&mut writer)?;
         write!(writer, "\",\"level\":\"{}\"", event.metadata().level())?;
-        let mut fields = JsonFields {
+        let mut fields = EventFields {
             out: &mut writer,
             result: Ok(()),
         };
@@ -86,7 +84,7 @@ where
                 Escaped(&mut writer).write_str(span.name())?;
                 writer.write_char('"')?;
                 let extensions = span.extensions();
-                // The span's fields, kept as a JSON object by `SpanFields`.
+                // The span's fields, kept as a JSON object by `JsonFields`.
                 let kept = extensions
                     .get::<FormattedFields<N>>()
                     .and_then(|f| f.fields.strip_prefix('{')?.strip_suffix('}'))
@@ -104,12 +102,12 @@ where
 }
 
 /// Writes each field as `,"name":value`.
-struct JsonFields<'a, W> {
+struct EventFields<'a, W> {
     out: &'a mut W,
     result: fmt::Result,
 }
 
-impl<W: fmt::Write> JsonFields<'_, W> {
+impl<W: fmt::Write> EventFields<'_, W> {
     fn field(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
         if self.result.is_err() {
             return;
@@ -125,7 +123,7 @@ impl<W: fmt::Write> JsonFields<'_, W> {
     }
 }
 
-impl<W: fmt::Write> Visit for JsonFields<'_, W> {
+impl<W: fmt::Write> Visit for EventFields<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.field(field, |out| {
             out.write_char('"')?;
