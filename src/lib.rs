@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod mock;
 pub mod reload;
 pub mod route;
+pub mod router;
 pub mod server;
 pub mod spec;
 pub mod stack;
