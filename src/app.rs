@@ -13,7 +13,6 @@ use crate::audit::{Auditor, OpenError};
 use crate::config::{Config, ConfigError, UpstreamMode};
 use crate::metrics::Metrics;
 use crate::reload::{Generation, Live, Serve};
-use crate::route::RouteError;
 use crate::spec::SpecError;
 use crate::tls::TlsSetupError;
 use crate::token::TokenError;
@@ -29,9 +28,6 @@ pub enum StartError {
     /// The spec or an overlay is unusable.
     #[error("spec {0}")]
     Spec(#[from] SpecError),
-    /// The spec's paths do not form a route table.
-    #[error("spec: {0}")]
-    Route(#[from] RouteError),
     /// The token could not be read.
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -151,6 +147,7 @@ impl App {
             spec = %current.spec.origin,
             overlays = ?current.spec.overlays,
             operations = current.spec.operations.len(),
+            spec_warnings = current.spec.warnings.len(),
             auth = %current.auth_summary(),
             tls = listening.tls.is_some(),
             client_auth = %client_auth,

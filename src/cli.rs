@@ -18,7 +18,8 @@ use crate::upstream;
 pub struct RouteRow {
     /// The method.
     pub method: String,
-    /// The path the app sends (under the spec's base path; the bare template works too).
+    /// The path the app sends (under the spec's base path; the bare template works too), with
+    /// the `#fragment` or `?query` of its path key when operations share a path and method.
     pub path: String,
     /// The `operationId`.
     pub operation_id: String,
@@ -28,13 +29,20 @@ pub struct RouteRow {
     pub mock: Option<u16>,
 }
 
-/// The route table of a compiled spec, in document order.
+/// The route table of a compiled spec: every operation a request can reach, by path (in the
+/// order paths first appear in the document) and then method. Operations that lost to an
+/// ambiguous twin are not in it; the spec's warnings name them.
 pub fn route_rows(spec: &Spec) -> Vec<RouteRow> {
-    spec.operations
-        .iter()
+    RouteTable::new(spec)
+        .entries()
         .map(|op| RouteRow {
             method: op.method.to_string(),
-            path: format!("{}{}", spec.base_path, op.template),
+            path: format!(
+                "{}{}{}",
+                spec.base_path,
+                op.template,
+                op.variant.as_ref().map_or("", |v| v.text.as_str())
+            ),
             operation_id: op.id.to_string(),
             validated: op
                 .body
@@ -88,18 +96,44 @@ pub fn render_routes(rows: &[RouteRow]) -> String {
     out
 }
 
-/// What `specgate check` found: lines for stdout and problems for stderr.
+/// What `specgate check` or `specgate routes` found: lines for stdout, and warnings and
+/// problems for stderr.
 #[derive(Debug, Default)]
 pub struct CheckReport {
     /// What was checked and found good, then the route table.
     pub out: String,
+    /// What loads but is not enforced as the document says, one line each, with file and
+    /// pointer. With `--strict` each is also a problem.
+    pub warnings: Vec<String>,
     /// Each problem, one line each. Non-empty means the check failed.
     pub problems: Vec<String>,
 }
 
+impl CheckReport {
+    /// Loads the spec `config` names into the report: its error as a problem, its warnings
+    /// (and, when `strict`, the same as problems). `None` if it does not load.
+    fn load_spec(&mut self, config: &Config, strict: bool) -> Option<Spec> {
+        let spec = match Spec::load(&config.spec) {
+            Ok(spec) => spec,
+            Err(error) => {
+                self.problems.push(format!("spec {error}"));
+                return None;
+            }
+        };
+        for warning in &spec.warnings {
+            self.warnings.push(format!("spec {warning}"));
+            if strict {
+                self.problems.push(format!("spec {warning} (--strict)"));
+            }
+        }
+        Some(spec)
+    }
+}
+
 /// Checks the settings (file and environment), the spec and its overlays, the token's
 /// presence (read, never printed) and the upstream TLS settings, and prints the route table.
-pub fn check(file: Option<&Path>, mock: bool) -> CheckReport {
+/// `strict` makes each of the spec's warnings a problem.
+pub fn check(file: Option<&Path>, mock: bool, strict: bool) -> CheckReport {
     let mut report = CheckReport::default();
     let config = match Config::load(file, mock) {
         Ok(config) => config,
@@ -151,31 +185,48 @@ pub fn check(file: Option<&Path>, mock: bool) -> CheckReport {
         }
     }
     let _ = writeln!(report.out, "audit:    {}", config.audit.path.display());
-    let spec = match Spec::load(&config.spec) {
-        Ok(spec) => spec,
-        Err(error) => {
-            report.problems.push(format!("spec {error}"));
-            return report;
-        }
-    };
-    if let Err(error) = RouteTable::new(&spec) {
-        report.problems.push(format!("spec: {error}"));
+    let Some(spec) = report.load_spec(&config, strict) else {
         return report;
+    };
+    if let Err(error) = crate::reload::check_allow_lists(&config, &spec) {
+        report.problems.push(error.to_string());
     }
-    let _ = writeln!(
-        report.out,
-        "spec:     {} (overlays: {}); {} operations",
+    let _ = writeln!(report.out, "spec:     {}", summary(&spec));
+    report.out.push('\n');
+    report.out.push_str(&render_routes(&route_rows(&spec)));
+    report
+}
+
+/// The route table of the spec the settings name, as `serve` would build it.
+pub fn routes(file: Option<&Path>, strict: bool) -> CheckReport {
+    let mut report = CheckReport::default();
+    match Config::load(file, true) {
+        Ok(config) => {
+            if let Some(spec) = report.load_spec(&config, strict) {
+                report.out = render_routes(&route_rows(&spec));
+            }
+        }
+        Err(error) => report.problems.push(error.to_string()),
+    }
+    report
+}
+
+/// One line on a loaded spec: where from, which version, its overlays, what it holds.
+pub fn summary(spec: &Spec) -> String {
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        "{} (version {}; overlays: {}); {}, {}",
         spec.origin,
+        spec.version,
         if spec.overlays.is_empty() {
             "none".to_owned()
         } else {
             spec.overlays.join(", ")
         },
-        spec.operations.len()
-    );
-    report.out.push('\n');
-    report.out.push_str(&render_routes(&route_rows(&spec)));
-    report
+        plural(spec.operations.len(), "operation", "operations"),
+        plural(spec.warnings.len(), "warning", "warnings"),
+    )
 }
 
 /// Asks the admin listener at `addr` for `path` and returns the status code. An unspecified

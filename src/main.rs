@@ -47,7 +47,8 @@ enum Command {
     /// Inspect the audit log: tail, query, verify.
     Audit(Box<specgate::audit::cli::AuditArgs>),
     /// Check the settings, spec, overlays and token (present and valid; never printed), then
-    /// print the route table. Exits 1 if anything is wrong.
+    /// print the route table. Warnings (what the spec says that is not enforced, each with its
+    /// file and JSON pointer) go to stderr. Exits 1 if anything is wrong.
     Check {
         /// The config file (default: $SPECGATE_CONFIG, else none).
         #[arg(long, value_name = "PATH")]
@@ -55,13 +56,20 @@ enum Command {
         /// Check as `serve --mock` would run: no upstream or token needed.
         #[arg(long)]
         mock: bool,
+        /// Treat each of the spec's warnings as an error.
+        #[arg(long)]
+        strict: bool,
     },
-    /// Print the route table: method, path, operationId, whether the body is validated, and
-    /// what mock mode answers. Needs no upstream or token.
+    /// Print the route table serve builds: method, path, operationId, whether the body is
+    /// validated, and what mock mode answers; the spec's warnings go to stderr. Needs no
+    /// upstream or token. Exits 1 if serve would refuse the spec.
     Routes {
         /// The config file (default: $SPECGATE_CONFIG, else none).
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Treat each of the spec's warnings as an error.
+        #[arg(long)]
+        strict: bool,
     },
     /// Ask a running specgate's admin listener whether it is alive or ready; exits 0 on 200.
     /// For container health checks, where there is no curl.
@@ -107,35 +115,16 @@ fn main() -> ExitCode {
             }
         }
         Command::Audit(args) => specgate::audit::cli::run(*args),
-        Command::Check { config, mock } => {
-            let report = specgate::cli::check(config.as_deref(), mock);
-            print!("{}", report.out);
-            for problem in &report.problems {
-                eprintln!("specgate check: {problem}");
-            }
-            if report.problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Command::Routes { config } => {
-            let spec = Config::load(config.as_deref(), true)
-                .map_err(|e| e.to_string())
-                .and_then(|c| specgate::spec::Spec::load(&c.spec).map_err(|e| format!("spec {e}")));
-            match spec {
-                Ok(spec) => {
-                    print!(
-                        "{}",
-                        specgate::cli::render_routes(&specgate::cli::route_rows(&spec))
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("specgate routes: {error}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Check {
+            config,
+            mock,
+            strict,
+        } => report(
+            "check",
+            specgate::cli::check(config.as_deref(), mock, strict),
+        ),
+        Command::Routes { config, strict } => {
+            report("routes", specgate::cli::routes(config.as_deref(), strict))
         }
         Command::Probe { endpoint, admin } => {
             // The address `serve` would use: environment, then config file, then default.
@@ -161,6 +150,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Prints what `check` or `routes` found; exits 1 on any problem.
+fn report(command: &str, report: specgate::cli::CheckReport) -> ExitCode {
+    print!("{}", report.out);
+    for warning in &report.warnings {
+        eprintln!("specgate {command}: warning: {warning}");
+    }
+    for problem in &report.problems {
+        eprintln!("specgate {command}: {problem}");
+    }
+    if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

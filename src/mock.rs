@@ -73,7 +73,6 @@ mod tests {
     async fn a_routed_create_gets_the_specs_example() {
         let spec = Spec::load(&SpecSource::default()).unwrap();
         let routed = RouteTable::new(&spec)
-            .unwrap()
             .route(&http::Method::POST, "/api/3/connections")
             .unwrap();
         let mut req = Request::post("/api/3/connections")

@@ -32,7 +32,7 @@ use crate::layer::head::HeadLimits;
 use crate::metrics::Metrics;
 use crate::mock::Mock;
 use crate::route::RouteTable;
-use crate::spec::Spec;
+use crate::spec::{Spec, SpecWarning};
 use crate::stack;
 use crate::token::TokenStore;
 use crate::upstream::{self, Upstream};
@@ -75,13 +75,22 @@ impl Generation {
         previous: Option<&Generation>,
     ) -> Result<Generation, StartError> {
         let spec = Arc::new(Spec::load(&config.spec)?);
+        for warning in &spec.warnings {
+            let SpecWarning(at) = warning;
+            tracing::warn!(
+                file = %at.file,
+                pointer = %at.pointer,
+                "spec: {}; `specgate check --strict` refuses this",
+                at.message
+            );
+        }
         check_allow_lists(&config, &spec)?;
         let tls = config
             .tls
             .as_ref()
             .map(crate::tls::server_config)
             .transpose()?;
-        let routes = Arc::new(RouteTable::new(&spec)?.with_unknown_routes(config.unknown_routes));
+        let routes = Arc::new(RouteTable::new(&spec).with_unknown_routes(config.unknown_routes));
         let backend = match config.mode {
             UpstreamMode::Mock => Either::Right(Mock),
             UpstreamMode::Proxy => Either::Left(Upstream::new(
@@ -176,7 +185,7 @@ impl Generation {
 
 /// Refuses an allow list naming an operation the spec does not have: a typo would otherwise
 /// lock a client out of the operation it was meant to reach.
-fn check_allow_lists(config: &Config, spec: &Spec) -> Result<(), ConfigError> {
+pub fn check_allow_lists(config: &Config, spec: &Spec) -> Result<(), ConfigError> {
     for (i, client) in config.clients.iter().enumerate() {
         for op in client.allow.iter().flatten() {
             if op != ALLOW_ANY && !spec.operations.iter().any(|o| *o.id == **op) {

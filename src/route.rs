@@ -7,13 +7,15 @@
 //! dots and slashes) is refused before matching. With unknown routes forwarded, a path that
 //! matches nothing still passes every one of those checks before it goes upstream.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use http::{HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::config::UnknownRoutes;
 use crate::error::Error;
-use crate::spec::{Operation, Spec};
+use crate::router::Router;
+use crate::spec::{Operation, PathOperations, Spec};
 
 /// The operation id of a request for a path the spec does not have, when such requests are
 /// forwarded.
@@ -24,6 +26,10 @@ pub const UNSPECIFIED: &str = "(unspecified)";
 pub struct Routed {
     /// The operation.
     pub operation: Arc<Operation>,
+    /// Every operation the method and path could be, in document order; `operation` is the
+    /// first. More than one only where path keys differ by a `#fragment` or `?query`: the
+    /// request is valid when it is valid for one of them, and that one replaces `operation`.
+    pub candidates: Arc<[Arc<Operation>]>,
     /// The request path relative to the API base (`/connections`), to append to the upstream's
     /// base URL.
     pub upstream_path: Arc<str>,
@@ -31,69 +37,95 @@ pub struct Routed {
     pub unspecified: bool,
 }
 
+impl Routed {
+    /// The same route with only the candidates `keep` takes, in the same order; `None` if it
+    /// takes none.
+    pub fn narrowed(&self, keep: impl Fn(&Operation) -> bool) -> Option<Routed> {
+        let kept: Vec<Arc<Operation>> = self
+            .candidates
+            .iter()
+            .filter(|op| keep(op))
+            .cloned()
+            .collect();
+        Some(Routed {
+            operation: kept.first()?.clone(),
+            candidates: Arc::from(kept),
+            upstream_path: self.upstream_path.clone(),
+            unspecified: self.unspecified,
+        })
+    }
+
+    /// The same route, decided for `operation` (one of the candidates).
+    pub fn chosen(&self, operation: &Arc<Operation>) -> Routed {
+        Routed {
+            operation: operation.clone(),
+            candidates: Arc::from([operation.clone()]),
+            upstream_path: self.upstream_path.clone(),
+            unspecified: self.unspecified,
+        }
+    }
+}
+
+/// Orders operations that share a path and method by what the request carries: first those
+/// whose path key's `#`/`?` variant lists only query parameters or headers the request has
+/// (with the values it names), then those without a variant, then the rest; document order
+/// within each. `Action=CreateUser` is met by `?Action=CreateUser` or an `Action: CreateUser`
+/// header.
+pub fn prefer(
+    candidates: &[Arc<Operation>],
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Arc<[Arc<Operation>]> {
+    let query: Vec<(Cow<'_, str>, Cow<'_, str>)> = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s| percent_encoding::percent_decode_str(s).decode_utf8_lossy();
+            (decode(name), decode(value))
+        })
+        .collect();
+    let met = |name: &str, wanted: &Option<String>| {
+        let header = HeaderName::try_from(name)
+            .ok()
+            .and_then(|h| headers.get(h))
+            .and_then(|v| v.to_str().ok());
+        let in_query = query
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_ref());
+        let mut values = header.into_iter().chain(in_query);
+        match wanted {
+            None => values.next().is_some(),
+            Some(wanted) => values.any(|v| v == wanted),
+        }
+    };
+    let rank = |op: &Arc<Operation>| match &op.variant {
+        Some(variant) if variant.params.iter().all(|(n, v)| met(n, v)) => 0,
+        None => 1,
+        Some(_) => 2,
+    };
+    let mut ordered = candidates.to_vec();
+    ordered.sort_by_key(rank);
+    Arc::from(ordered)
+}
+
 /// The spec's operations indexed by path template and method.
 #[derive(Debug)]
 pub struct RouteTable {
     base_path: String,
-    router: matchit::Router<usize>,
-    paths: Vec<PathEntry>,
+    paths: Arc<Router<PathOperations>>,
     unknown: UnknownRoutes,
 }
 
-#[derive(Debug)]
-struct PathEntry {
-    operations: Vec<Arc<Operation>>,
-    allow: HeaderValue,
-}
-
-/// A spec whose paths cannot form a route table (two templates that only differ in parameter
-/// names, or a template matchit cannot express).
-#[derive(Debug, thiserror::Error)]
-#[error("path {template:?} cannot be routed: {reason}")]
-pub struct RouteError {
-    template: String,
-    reason: String,
-}
-
 impl RouteTable {
-    /// Builds the table for every operation of `spec`.
-    pub fn new(spec: &Spec) -> Result<Self, RouteError> {
-        let mut router = matchit::Router::new();
-        let mut paths: Vec<PathEntry> = Vec::new();
-        let mut index_of = std::collections::HashMap::new();
-        for op in &spec.operations {
-            let index = *index_of.entry(op.template.clone()).or_insert_with(|| {
-                paths.push(PathEntry {
-                    operations: Vec::new(),
-                    allow: HeaderValue::from_static(""),
-                });
-                paths.len() - 1
-            });
-            if paths[index].operations.is_empty() {
-                router
-                    .insert(op.template.clone(), index)
-                    .map_err(|e| RouteError {
-                        template: op.template.clone(),
-                        reason: e.to_string(),
-                    })?;
-            }
-            paths[index].operations.push(op.clone());
-        }
-        for entry in &mut paths {
-            let allow: Vec<&str> = entry
-                .operations
-                .iter()
-                .map(|op| op.method.as_str())
-                .collect();
-            entry.allow =
-                HeaderValue::from_str(&allow.join(", ")).expect("method names are tokens");
-        }
-        Ok(RouteTable {
+    /// The table of every operation of `spec`.
+    pub fn new(spec: &Spec) -> Self {
+        RouteTable {
             base_path: spec.base_path.clone(),
-            router,
-            paths,
+            paths: spec.paths.clone(),
             unknown: UnknownRoutes::Reject,
-        })
+        }
     }
 
     /// Sets what happens to paths and methods the spec does not have.
@@ -108,44 +140,74 @@ impl RouteTable {
     }
 
     /// Matches a request to an operation: under the base path (`/api/3/connections`) or bare
-    /// (`/connections`).
+    /// (`/connections`). Of the templates that match, the most specific one that has the
+    /// method wins (see [`crate::router`]).
     pub fn route(&self, method: &Method, raw_path: &str) -> Result<Routed, Error> {
         check_path(raw_path)?;
         let path = self.strip_base(raw_path);
-        let refused = match self.router.at(path) {
-            Err(_) => Error::RouteNotFound,
-            Ok(matched) => {
-                let entry = &self.paths[*matched.value];
-                match entry.operations.iter().find(|op| op.method == method) {
-                    Some(op) => {
-                        return Ok(Routed {
-                            operation: op.clone(),
-                            upstream_path: Arc::from(path),
-                            unspecified: false,
-                        });
+        if let Some(candidates) = self
+            .paths
+            .find(path, |entry| entry.get(method).is_some())
+            .and_then(|entry| entry.get(method))
+        {
+            return Ok(Routed {
+                operation: candidates[0].clone(),
+                candidates: candidates.clone(),
+                upstream_path: Arc::from(path),
+                unspecified: false,
+            });
+        }
+        let matches = self.paths.matches(path);
+        if matches.is_empty()
+            && let Some(trimmed) = path.strip_suffix('/').filter(|p| !p.is_empty())
+            && !self.paths.matches(trimmed).is_empty()
+        {
+            // Forwarded, it could reach the operation without the slash, unchecked.
+            return Err(Error::BadTarget(
+                "a trailing '/' the document's path does not have",
+            ));
+        }
+        let refused = match matches.as_slice() {
+            [] => Error::RouteNotFound,
+            [only] => Error::MethodNotAllowed {
+                method: method.clone(),
+                allow: only.allow.clone(),
+            },
+            several => {
+                let mut allow: Vec<&str> = Vec::new();
+                for (m, _) in several.iter().flat_map(|entry| &entry.methods) {
+                    if !allow.contains(&m.as_str()) {
+                        allow.push(m.as_str());
                     }
-                    None => Error::MethodNotAllowed {
-                        method: method.clone(),
-                        allow: entry.allow.clone(),
-                    },
+                }
+                Error::MethodNotAllowed {
+                    method: method.clone(),
+                    allow: HeaderValue::from_str(&allow.join(", "))
+                        .expect("method names are tokens"),
                 }
             }
         };
         match self.unknown {
             UnknownRoutes::Reject => Err(refused),
-            UnknownRoutes::Forward => Ok(Routed {
-                operation: Arc::new(Operation {
+            UnknownRoutes::Forward => {
+                let operation = Arc::new(Operation {
                     id: Arc::from(UNSPECIFIED),
                     method: method.clone(),
                     template: path.to_owned(),
+                    variant: None,
+                    pointer: String::new(),
                     body: None,
                     // A POST may create something upstream: it is audited like any create.
                     creates: method == Method::POST,
                     example: None,
-                }),
-                upstream_path: Arc::from(path),
-                unspecified: true,
-            }),
+                });
+                Ok(Routed {
+                    candidates: Arc::from([operation.clone()]),
+                    operation,
+                    upstream_path: Arc::from(path),
+                    unspecified: true,
+                })
+            }
         }
     }
 
@@ -159,9 +221,11 @@ impl RouteTable {
         }
     }
 
-    /// Every (method, template, operation) in the table, for `specgate routes`.
+    /// Every routed operation, by path shape and then method, for `specgate routes`.
     pub fn entries(&self) -> impl Iterator<Item = &Arc<Operation>> {
-        self.paths.iter().flat_map(|p| p.operations.iter())
+        self.paths
+            .values()
+            .flat_map(|p| p.methods.iter().flat_map(|(_, ops)| ops.iter()))
     }
 }
 
@@ -181,11 +245,12 @@ pub fn check_path(path: &str) -> Result<(), Error> {
     if bytes.contains(&b'\\') {
         return Err(Error::BadTarget("backslash in the path"));
     }
-    for segment in path[1..].split('/') {
-        if segment.is_empty() && path.len() > 1 {
-            return Err(Error::BadTarget(
-                "empty path segment ('//' or a trailing '/')",
-            ));
+    let segments = path[1..].split('/');
+    let last = path[1..].split('/').count() - 1;
+    for (i, segment) in segments.enumerate() {
+        // A trailing '/' is a path of its own (Kubernetes has them); '//' never is.
+        if segment.is_empty() && i != last {
+            return Err(Error::BadTarget("empty path segment ('//')"));
         }
         if !segment.contains('%') {
             if is_dot_segment(segment) {
@@ -273,13 +338,13 @@ mod tests {
     use http::StatusCode;
 
     fn table() -> RouteTable {
-        RouteTable::new(&Spec::load(&SpecSource::default()).unwrap()).unwrap()
+        RouteTable::new(&Spec::load(&SpecSource::default()).unwrap())
     }
 
     fn table_of(paths: serde_json::Value) -> RouteTable {
         let doc = serde_json::json!({"openapi": "3.1.0", "info": {"title": "t", "version": "1"},
             "servers": [{"url": "https://x.example/api/3"}], "paths": paths});
-        RouteTable::new(&Spec::compile("t", doc).unwrap()).unwrap()
+        RouteTable::new(&Spec::compile("t", doc).unwrap())
     }
 
     #[test]
@@ -418,6 +483,164 @@ mod tests {
         ] {
             assert!(t.route(&Method::GET, path).is_ok(), "{path}");
         }
+    }
+
+    fn ops(method: &str) -> serde_json::Value {
+        serde_json::json!({ method: {"responses": {"200": {"description": "ok"}}}})
+    }
+
+    #[test]
+    fn templates_equal_up_to_parameter_names_route_by_method() {
+        let mut get = ops("get");
+        get["get"]["operationId"] = "get-attestations".into();
+        let mut delete = ops("delete");
+        delete["delete"]["operationId"] = "delete-attestation".into();
+        let spec = Spec::compile(
+            "t",
+            serde_json::json!({"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {
+                "/orgs/{org}/attestations/{subject_digest}": get,
+                "/orgs/{org}/attestations/{attestation_id}": delete,
+                "/repos/{owner}/{repo}/compare/{base}...{head}": ops("get"),
+            }}),
+        )
+        .unwrap();
+        assert!(spec.warnings.is_empty(), "{:?}", spec.warnings);
+        let t = RouteTable::new(&spec);
+        let id = |method, path| t.route(&method, path).map(|r| r.operation.id.to_string());
+        assert_eq!(
+            id(Method::GET, "/orgs/o/attestations/sha256:ab").unwrap(),
+            "get-attestations"
+        );
+        assert_eq!(
+            id(Method::DELETE, "/orgs/o/attestations/9").unwrap(),
+            "delete-attestation"
+        );
+        let Err(Error::MethodNotAllowed { allow, .. }) = id(Method::PUT, "/orgs/o/attestations/9")
+        else {
+            panic!("expected 405")
+        };
+        assert_eq!(allow, "GET, DELETE");
+        assert_eq!(
+            id(Method::GET, "/repos/o/r/compare/main...topic").unwrap(),
+            "GET /repos/{owner}/{repo}/compare/{base}...{head}"
+        );
+    }
+
+    #[test]
+    fn a_true_ambiguity_loads_with_a_warning_naming_both_and_the_first_wins() {
+        let mut first = ops("get");
+        first["get"]["operationId"] = "by-name".into();
+        let mut second = ops("get");
+        second["get"]["operationId"] = "by-parent".into();
+        let spec = Spec::compile(
+            "api.json",
+            serde_json::json!({"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {
+                "/v1/{name}": first, "/v1/{parent}": second
+            }}),
+        )
+        .unwrap();
+        assert_eq!(spec.warnings.len(), 1);
+        let warning = &spec.warnings[0].0;
+        assert_eq!(warning.pointer, "/paths/~1v1~1{parent}/get");
+        assert!(
+            warning.message.contains("/paths/~1v1~1{name}/get"),
+            "{warning}"
+        );
+        let routed = RouteTable::new(&spec).route(&Method::GET, "/v1/x").unwrap();
+        assert_eq!(&*routed.operation.id, "by-name");
+    }
+
+    #[test]
+    fn a_more_specific_template_without_the_method_gives_way_to_one_with_it() {
+        let t = table_of(serde_json::json!({
+            "/users/me": ops("get"),
+            "/users/{id}": {"get": {"operationId": "get-user"}, "delete": {"operationId": "delete-user"}},
+        }));
+        assert_eq!(
+            &*t.route(&Method::GET, "/users/me").unwrap().operation.id,
+            "GET /users/me"
+        );
+        assert_eq!(
+            &*t.route(&Method::DELETE, "/users/me").unwrap().operation.id,
+            "delete-user"
+        );
+    }
+
+    #[test]
+    fn trailing_slash_keys_are_reachable_at_that_exact_path() {
+        let t = table_of(serde_json::json!({
+            "/api/v1/namespaces/": ops("get"),
+            "/api/v1/pods": ops("get"),
+        }));
+        let routed = t.route(&Method::GET, "/api/3/api/v1/namespaces/").unwrap();
+        assert_eq!(&*routed.upstream_path, "/api/v1/namespaces/");
+        assert_eq!(
+            t.route(&Method::GET, "/api/v1/namespaces")
+                .unwrap_err()
+                .status(),
+            StatusCode::NOT_FOUND
+        );
+        // A slash the document does not have could reach the operation unchecked upstream.
+        for table in [
+            &t,
+            &table_of(serde_json::json!({"/api/v1/pods": ops("get")}))
+                .with_unknown_routes(UnknownRoutes::Forward),
+        ] {
+            let e = table.route(&Method::GET, "/api/v1/pods/").unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{e}");
+        }
+        assert_eq!(
+            t.route(&Method::GET, "/api/v1//pods").unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn extension_keys_are_not_paths_and_a_key_without_a_slash_is_a_warning() {
+        let spec = Spec::compile(
+            "t",
+            serde_json::json!({"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {
+                "x-codegen-contextRoot": "/apis", "pets": ops("get"), "/pets": ops("get")
+            }}),
+        )
+        .unwrap();
+        assert_eq!(spec.operations.len(), 1);
+        assert_eq!(spec.warnings.len(), 1);
+        assert_eq!(spec.warnings[0].0.pointer, "/paths/pets");
+    }
+
+    #[test]
+    fn keys_that_differ_by_fragment_or_query_are_candidates_the_request_chooses_among() {
+        let t = table_of(serde_json::json!({
+            "/files/{id}": {"put": {"operationId": "update"}},
+            "/files/{id}#add_shared_link": {"put": {"operationId": "share"}},
+            "/?Action=CreateUser": {"post": {"operationId": "create-user"}},
+            "/?Action=DeleteUser": {"post": {"operationId": "delete-user"}},
+            "/#X-Amz-Target=Svc.Run": {"post": {"operationId": "run"}},
+        }));
+        let routed = t.route(&Method::PUT, "/files/7").unwrap();
+        let ids = |ops: &[Arc<Operation>]| ops.iter().map(|o| o.id.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(&routed.candidates), ["update", "share"]);
+        let routed = t.route(&Method::POST, "/").unwrap();
+        assert_eq!(
+            ids(&routed.candidates),
+            ["create-user", "delete-user", "run"]
+        );
+        let none = HeaderMap::new();
+        let by_query = prefer(
+            &routed.candidates,
+            Some("Version=1&Action=DeleteUser"),
+            &none,
+        );
+        assert_eq!(ids(&by_query)[0], "delete-user");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-amz-target", HeaderValue::from_static("Svc.Run"));
+        assert_eq!(ids(&prefer(&routed.candidates, None, &headers))[0], "run");
+        // Nothing met: document order, so validation tries each.
+        assert_eq!(
+            ids(&prefer(&routed.candidates, None, &none)),
+            ids(&routed.candidates)
+        );
     }
 
     #[test]

@@ -93,6 +93,83 @@ fn routes_needs_nothing_but_the_spec() {
     );
 }
 
+/// A document with one thing enforced less than written (a type that is no type), beside
+/// one that is broken (a `$ref` to nowhere).
+fn loose_and_broken(dir: &std::path::Path) -> (String, String) {
+    let write = |name: &str, schema: &str| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "openapi: 3.0.3\ninfo: {{title: t, version: '1'}}\npaths:\n  /things/{{id}}:\n    put:\n      requestBody:\n        content:\n          application/json:\n            schema: {schema}\n      responses: {{'200': {{description: ok}}}}\n"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    (
+        write("loose.yaml", "{properties: {a: {type: strng}}}"),
+        write("broken.yaml", "{$ref: '#/components/schemas/Nope'}"),
+    )
+}
+
+#[test]
+fn check_and_routes_warn_with_pointers_and_strict_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (loose, _) = loose_and_broken(dir.path());
+    let pointer =
+        "/paths/~1things~1{id}/put/requestBody/content/application~1json/schema/properties/a/type";
+    for args in [&["check", "--mock"][..], &["routes"][..]] {
+        let command = args[0];
+        let out = run(args, &[("SPECGATE_SPEC", &loose)]);
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{command}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "specgate {command}: warning: spec {loose} at {pointer}: not valid JSON Schema"
+            )),
+            "{command}: {stderr}"
+        );
+        assert!(
+            text(&out.stdout).contains("PUT     /things/{id}"),
+            "{command}"
+        );
+
+        let strict: Vec<&str> = args.iter().copied().chain(["--strict"]).collect();
+        let out = run(&strict, &[("SPECGATE_SPEC", &loose)]);
+        assert_eq!(out.status.code(), Some(1), "{command} --strict");
+        assert!(
+            text(&out.stderr).contains(&format!("specgate {command}: spec {loose} at {pointer}")),
+            "{command} --strict: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = run(&["check", "--mock"], &[("SPECGATE_SPEC", &loose)]);
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "spec:     {loose} (version 3.0.3; overlays: none); 1 operation, 1 warning"
+        )),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn routes_and_check_refuse_what_serve_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, broken) = loose_and_broken(dir.path());
+    for args in [&["check", "--mock"][..], &["routes"][..]] {
+        let out = run(args, &[("SPECGATE_SPEC", &broken)]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!("spec {broken} at /paths/~1things~1{{id}}/put/requestBody/content/application~1json/schema/$ref")),
+            "{args:?}: {stderr}"
+        );
+        assert!(text(&out.stdout).is_empty() || args[0] == "check");
+    }
+}
+
 #[test]
 fn version_and_help_for_every_subcommand() {
     let out = run(&["--version"], &[]);

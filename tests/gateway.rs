@@ -563,7 +563,7 @@ fn a_broken_spec_stops_start_up_naming_the_file_and_pointer() {
     let spec = dir.path().join("broken.yaml");
     std::fs::write(
         &spec,
-        "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths:\n  /things:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema: {type: object, properties: {a: {type: strng}}}\n",
+        "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths:\n  /things:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema: {type: object, properties: {a: {$ref: '#/components/schemas/Nope'}}}\n",
     )
     .unwrap();
     let spec_path = spec.display().to_string();
@@ -577,9 +577,38 @@ fn a_broken_spec_stops_start_up_naming_the_file_and_pointer() {
     );
     assert_eq!(status.code(), Some(2));
     assert!(
-        stderr.contains(&format!("{spec_path} at /paths/~1things/post/requestBody/content/application~1json/schema/properties/a/type")),
+        stderr.contains(&format!("{spec_path} at /paths/~1things/post/requestBody/content/application~1json/schema/properties/a/$ref: $ref \"#/components/schemas/Nope\" points at nothing")),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_spec_with_what_can_only_be_loosened_serves_and_logs_each_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("loose.yaml");
+    std::fs::write(
+        &spec,
+        "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths:\n  /things:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema: {type: object, properties: {a: {type: strng}, b: {type: string, pattern: '[a-z]{1-20}'}}}\n      responses: {'200': {description: ok}}\n",
+    )
+    .unwrap();
+    let spec_path = spec.display().to_string();
+    let gw = Gateway::start_with(
+        &["serve", "--mock"],
+        None,
+        &[("SPECGATE_SPEC".to_owned(), spec_path.clone())],
+    );
+    let at = "/paths/~1things/post/requestBody/content/application~1json/schema/properties";
+    let ready = gw.wait_for_log("specgate ready", 1);
+    assert_eq!(ready["spec_warnings"], 2, "{ready}");
+    let logs = gw.logs();
+    for pointer in [format!("{at}/a/type"), format!("{at}/b/pattern")] {
+        assert!(
+            logs.lines().any(
+                |l| l.contains("\"WARN\"") && l.contains(&format!("\"pointer\":\"{pointer}\""))
+            ),
+            "{pointer}:\n{logs}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -29,9 +29,8 @@ struct Tables {
 static TABLES: LazyLock<Tables> = LazyLock::new(|| {
     let spec = Spec::load(&SpecSource::default()).expect("the embedded spec loads");
     Tables {
-        reject: RouteTable::new(&spec).unwrap(),
+        reject: RouteTable::new(&spec),
         forward: RouteTable::new(&spec)
-            .unwrap()
             .with_unknown_routes(UnknownRoutes::Forward),
     }
 });

@@ -93,7 +93,15 @@ impl Client {
         match &self.allow {
             Allow::All => true,
             Allow::Only(_) if routed.unspecified => false,
-            Allow::Only(operations) => operations.contains(&*routed.operation.id),
+            Allow::Only(_) => self.may_call_id(&routed.operation.id),
+        }
+    }
+
+    /// Whether the allow list names the operation `id`.
+    pub fn may_call_id(&self, id: &str) -> bool {
+        match &self.allow {
+            Allow::All => true,
+            Allow::Only(operations) => operations.contains(id),
         }
     }
 }

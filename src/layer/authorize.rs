@@ -32,22 +32,27 @@ pub struct Authorize<S> {
     inner: S,
 }
 
-/// Whether the request's client (if any) may call its routed operation.
-pub fn check<B>(req: &Request<B>) -> Result<(), Error> {
+/// Whether the request's client (if any) may call its routed operation. Where several
+/// operations share the path and method, the route keeps those the client may call.
+pub fn check<B>(req: &mut Request<B>) -> Result<(), Error> {
     let (Some(Authenticated(client)), Some(routed)) = (
         req.extensions().get::<Authenticated>(),
         req.extensions().get::<Routed>(),
     ) else {
         return Ok(());
     };
-    if client.may_call(routed) {
-        Ok(())
-    } else {
-        Err(Error::Forbidden {
-            client: client.name().clone(),
-            operation_id: routed.operation.id.to_string(),
-        })
+    if routed.candidates.len() > 1 && !routed.unspecified {
+        if let Some(allowed) = routed.narrowed(|op| client.may_call_id(&op.id)) {
+            req.extensions_mut().insert(allowed);
+            return Ok(());
+        }
+    } else if client.may_call(routed) {
+        return Ok(());
     }
+    Err(Error::Forbidden {
+        client: client.name().clone(),
+        operation_id: routed.operation.id.to_string(),
+    })
 }
 
 impl<S, B> Service<Request<B>> for Authorize<S>
@@ -62,8 +67,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        match check(&req) {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        match check(&mut req) {
             Ok(()) => RefuseOr::inner(self.inner.call(req)),
             Err(error) => RefuseOr::refuse(error),
         }
@@ -82,7 +87,7 @@ mod tests {
 
     fn request(allow: Option<&[&str]>, unspecified: bool) -> Request<Body> {
         let spec = Spec::load(&SpecSource::default()).unwrap();
-        let table = RouteTable::new(&spec).unwrap();
+        let table = RouteTable::new(&spec);
         let mut routed = table
             .route(&http::Method::POST, "/api/3/connections")
             .unwrap();
@@ -101,9 +106,9 @@ mod tests {
 
     #[test]
     fn an_operation_outside_the_allow_list_is_403() {
-        assert!(check(&request(None, false)).is_ok(), "no list: all");
-        assert!(check(&request(Some(&["create-connection"]), false)).is_ok());
-        let e = check(&request(Some(&["list-contacts"]), false)).unwrap_err();
+        assert!(check(&mut request(None, false)).is_ok(), "no list: all");
+        assert!(check(&mut request(Some(&["create-connection"]), false)).is_ok());
+        let e = check(&mut request(Some(&["list-contacts"]), false)).unwrap_err();
         assert_eq!(e.status(), 403);
         assert_eq!(
             e.to_string(),
@@ -113,15 +118,15 @@ mod tests {
 
     #[test]
     fn unknown_routes_need_an_unrestricted_client_or_star() {
-        assert!(check(&request(None, true)).is_ok());
-        assert!(check(&request(Some(&["*"]), true)).is_ok());
-        assert!(check(&request(Some(&["create-connection"]), true)).is_err());
+        assert!(check(&mut request(None, true)).is_ok());
+        assert!(check(&mut request(Some(&["*"]), true)).is_ok());
+        assert!(check(&mut request(Some(&["create-connection"]), true)).is_err());
     }
 
     #[test]
     fn no_client_means_no_check() {
         let mut req = request(Some(&[]), false);
         req.extensions_mut().remove::<Authenticated>();
-        assert!(check(&req).is_ok());
+        assert!(check(&mut req).is_ok());
     }
 }

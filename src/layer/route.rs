@@ -14,7 +14,7 @@ use super::RefuseOr;
 use super::observe::OperationSlot;
 use crate::body::Body;
 use crate::error::Error;
-use crate::route::RouteTable;
+use crate::route::{RouteTable, prefer};
 
 /// Adds [`Route`].
 #[derive(Clone, Debug)]
@@ -61,8 +61,13 @@ where
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         match self.table.route(req.method(), req.uri().path()) {
-            Ok(routed) => {
-                if let Some(slot) = req.extensions().get::<OperationSlot>() {
+            Ok(mut routed) => {
+                if routed.candidates.len() > 1 {
+                    // Several operations share this path and method: validation picks one.
+                    routed.candidates =
+                        prefer(&routed.candidates, req.uri().query(), req.headers());
+                    routed.operation = routed.candidates[0].clone();
+                } else if let Some(slot) = req.extensions().get::<OperationSlot>() {
                     slot.set(routed.operation.clone());
                 }
                 req.extensions_mut().insert(routed);
@@ -84,7 +89,7 @@ mod tests {
 
     fn layer() -> RouteLayer {
         let spec = Spec::load(&SpecSource::default()).unwrap();
-        RouteLayer::new(Arc::new(RouteTable::new(&spec).unwrap()))
+        RouteLayer::new(Arc::new(RouteTable::new(&spec)))
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@ use tower_service::Service;
 
 use super::BoxFuture;
 use super::limit::{MaxBody, is_limit_error};
+use super::observe::OperationSlot;
 use crate::body::Body;
 use crate::error::{Error, Source, Violation};
 use crate::route::Routed;
@@ -132,6 +133,33 @@ pub fn validate_json(
     Ok(Some(value))
 }
 
+/// Checks an already read body against `operation`: the parsed JSON body, if it has one, or
+/// the refusal.
+pub fn check_body(
+    operation: &Operation,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    max_depth: usize,
+) -> Result<Option<Value>, Error> {
+    let Some(body) = &operation.body else {
+        return match bytes.is_empty() {
+            true => Ok(None),
+            false => Err(Error::BodyNotAllowed),
+        };
+    };
+    match body_kind(body, headers)? {
+        BodyKind::Other => Ok(None),
+        BodyKind::Unlabelled if !bytes.is_empty() => Err(Error::UnsupportedMediaType { got: None }),
+        _ => match &body.json {
+            Some(json) => validate_json(operation, json, body.required, bytes, max_depth),
+            None if body.required && bytes.is_empty() => {
+                Err(Error::UnsupportedMediaType { got: None })
+            }
+            None => Ok(None),
+        },
+    }
+}
+
 /// Adds [`Validate`].
 #[derive(Clone, Copy, Debug)]
 pub struct ValidateLayer {
@@ -193,6 +221,9 @@ where
                 .get::<Routed>()
                 .expect("the route layer runs before validation")
                 .clone();
+            if routed.candidates.len() > 1 {
+                return choose(inner, req, &routed, max_depth).await;
+            }
             let operation = &routed.operation;
             let Some(body) = &operation.body else {
                 if routed.unspecified || http_body::Body::is_end_stream(req.body()) {
@@ -234,6 +265,47 @@ where
     }
 }
 
+/// Several operations share the request's path and method: the body is read once and the
+/// first operation it is valid for is the request's, recorded in its [`Routed`] (so the audit
+/// names it). Valid for none, the first one's refusal is the answer.
+async fn choose<S>(
+    mut inner: S,
+    req: Request<Body>,
+    routed: &Routed,
+    max_depth: usize,
+) -> Result<Response<Body>, Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Error>,
+{
+    let (mut parts, incoming) = req.into_parts();
+    let limit = parts.extensions.get::<MaxBody>().map_or(0, |m| m.0);
+    let bytes = read(incoming, limit).await?;
+    let mut refusal = None;
+    for operation in routed.candidates.iter() {
+        match check_body(operation, &parts.headers, &bytes, max_depth) {
+            Ok(parsed) => {
+                if let Some(slot) = parts.extensions.get::<OperationSlot>() {
+                    slot.set(operation.clone());
+                }
+                parts.extensions.insert(routed.chosen(operation));
+                if let Some(value) = parsed {
+                    parts.extensions.insert(ParsedBody(Arc::new(value)));
+                }
+                return inner
+                    .call(Request::from_parts(parts, Body::full(bytes)))
+                    .await;
+            }
+            Err(error) => {
+                refusal.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(slot) = parts.extensions.get::<OperationSlot>() {
+        slot.set(routed.operation.clone());
+    }
+    Err(refusal.expect("a route has at least one operation"))
+}
+
 async fn read(body: Body, limit: u64) -> Result<Bytes, Error> {
     match body.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
@@ -259,7 +331,7 @@ mod tests {
         body: &'static str,
     ) -> (Result<Response<Body>, Error>, usize) {
         let spec = Spec::load(&SpecSource::default()).unwrap();
-        let route = RouteLayer::new(Arc::new(RouteTable::new(&spec).unwrap()));
+        let route = RouteLayer::new(Arc::new(RouteTable::new(&spec)));
         let (seen, inner) = recorder();
         let mut req = Request::post("/api/3/connections");
         if let Some(ct) = content_type {
@@ -284,7 +356,7 @@ mod tests {
     async fn a_valid_body_is_forwarded_unchanged() {
         let (seen, inner) = recorder();
         let spec = Spec::load(&SpecSource::default()).unwrap();
-        let stack = RouteLayer::new(Arc::new(RouteTable::new(&spec).unwrap()))
+        let stack = RouteLayer::new(Arc::new(RouteTable::new(&spec)))
             .layer(ValidateLayer::default().layer(inner));
         let req = Request::post("/connections")
             .header(header::CONTENT_TYPE, "application/json; charset=utf-8")

@@ -1,22 +1,37 @@
-//! The OpenAPI document: loaded, overlaid and compiled into operations at start-up.
+//! The OpenAPI document: loaded, overlaid and compiled into routable operations at start-up.
 //!
-//! The vendor's document is the single source of truth. It is read verbatim (JSON or YAML,
-//! OpenAPI 3.0 or 3.1), overlays in the Overlay 1.0 format are applied on top, and every
-//! operation with a JSON request body gets a compiled validator. Nothing here runs per request.
+//! The vendor's document is the single source of truth. It is read verbatim (JSON or YAML;
+//! OpenAPI 3.0, 3.1, or Swagger 2.0 converted in-process), overlays in the Overlay 1.0 format
+//! are applied on top, each operation is placed in the route table, and every JSON request
+//! body gets a validator, compiled once per distinct schema. Nothing here runs per request.
+//!
+//! Real documents are messy. What only makes specgate more lenient is a [`SpecWarning`] with
+//! the file and JSON pointer, and the document loads: a `pattern` the regex engine cannot
+//! read, a keyword whose value is not JSON Schema, two operations with the same method and path
+//! shape. What leaves the document without a meaning is a [`SpecError`] and it does not load:
+//! a `$ref` to nowhere, a schema that is `null`, no `paths`.
 
+mod dialect;
+mod document;
 mod example;
 mod overlay;
+mod pattern;
 mod schema;
+mod schemas;
+mod swagger2;
+mod walk;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use http::{HeaderName, Method};
-use jsonschema::Draft;
+use http::{HeaderName, HeaderValue, Method};
 use serde_json::Value;
 
+use crate::router::{Router, Template};
+pub use dialect::Dialect;
 pub use example::{Example, response_example};
 pub use schema::{MAX_VIOLATIONS, RequestSchema};
+pub use walk::push as pointer_push;
 
 /// The spec compiled into the binary: the vendor's document as shipped in `schemas/`.
 pub const EMBEDDED_SPEC: (&str, &str) = (
@@ -37,7 +52,7 @@ pub const AUDIT_EXTENSION: &str = "x-specgate-audit";
 pub const DEFAULT_CREDENTIAL_HEADER: &str = "api-token";
 
 /// A spec that cannot be used, with the file and the JSON pointer of the problem.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{file}{}: {message}", if pointer.is_empty() { String::new() } else { format!(" at {pointer}") })]
 pub struct SpecError {
     /// The spec or overlay file.
@@ -58,6 +73,12 @@ impl SpecError {
     }
 }
 
+/// Something in the document specgate works around by enforcing less than it says, or by not
+/// serving an operation. `check --strict` refuses a document with any.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecWarning(pub SpecError);
+
 /// Where the spec comes from.
 #[derive(Clone, Debug, Default)]
 pub struct SpecSource {
@@ -75,12 +96,38 @@ pub struct Spec {
     pub origin: String,
     /// The overlays applied, for logs.
     pub overlays: Vec<String>,
+    /// The document's version as it says (`3.0.3`, `2.0`).
+    pub version: String,
     /// The path of the first server URL (`/api/3`), under which paths are also served.
     pub base_path: String,
     /// The header the API key goes in, from the spec's `apiKey` security scheme.
     pub credential_header: HeaderName,
     /// Every operation, in document order.
     pub operations: Vec<Arc<Operation>>,
+    /// The operations by path template, for routing.
+    pub paths: Arc<Router<PathOperations>>,
+    /// What loads but is not enforced as written; see [`SpecWarning`].
+    pub warnings: Vec<SpecWarning>,
+}
+
+/// The operations of the path templates that share one shape (equal up to parameter names).
+#[derive(Debug)]
+pub struct PathOperations {
+    /// Each method's operations. More than one only where the document has several path keys
+    /// that differ by a `#fragment` or `?query` (Box, AWS): the request chooses among them.
+    pub methods: Vec<(Method, Arc<[Arc<Operation>]>)>,
+    /// The methods, for a 405's `Allow`.
+    pub allow: HeaderValue,
+}
+
+impl PathOperations {
+    /// The operations for `method`.
+    pub fn get(&self, method: &Method) -> Option<&Arc<[Arc<Operation>]>> {
+        self.methods
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, ops)| ops)
+    }
 }
 
 /// One operation of the spec.
@@ -90,8 +137,13 @@ pub struct Operation {
     pub id: Arc<str>,
     /// The HTTP method.
     pub method: Method,
-    /// The path template, as in the spec (`/connections/{id}`).
+    /// The path template (`/connections/{id}`), without any `#fragment` or `?query` its key
+    /// has.
     pub template: String,
+    /// What the key has after the template (`?Action=Create`, `#add_shared_link`), if anything.
+    pub variant: Option<Variant>,
+    /// Where the operation is in the document (`/paths/~1connections/post`).
+    pub pointer: String,
     /// The request body, if the operation declares one.
     pub body: Option<RequestBody>,
     /// Whether a 2xx means a resource was created: those are audited. By default a POST with a
@@ -100,6 +152,33 @@ pub struct Operation {
     pub creates: bool,
     /// The spec's example 2xx response, which mock mode answers with.
     pub example: Option<Example>,
+}
+
+/// The part of a path key after its template: `?Action=CreateUser&Version=2010-05-08` or
+/// `#X-Amz-Target=Service.Op`. Its `name=value` pairs say which requests it is meant for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variant {
+    /// As written, with its leading `?` or `#`.
+    pub text: String,
+    /// Each `name` or `name=value` it lists.
+    pub params: Vec<(String, Option<String>)>,
+}
+
+impl Variant {
+    fn parse(text: &str) -> Variant {
+        let params = text[1..]
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+                None => (pair.to_owned(), None),
+            })
+            .collect();
+        Variant {
+            text: text.to_owned(),
+            params,
+        }
+    }
 }
 
 /// An operation's request body.
@@ -116,8 +195,9 @@ pub struct RequestBody {
 /// The JSON form of a request body.
 #[derive(Debug)]
 pub struct JsonBody {
-    /// The compiled schema; `None` when the spec gives no schema (any JSON is accepted).
-    pub schema: Option<RequestSchema>,
+    /// The compiled schema, shared by every operation that uses it; `None` when the spec
+    /// gives no schema (any JSON is accepted).
+    pub schema: Option<Arc<RequestSchema>>,
     /// When the schema's top level has exactly one property (`connection`), its name: the
     /// resource's fields live under it in the request, and its `id` under it in the response.
     pub resource_key: Option<String>,
@@ -140,38 +220,35 @@ impl Spec {
         let (origin, mut doc) = match &source.path {
             None => (
                 format!("{} (embedded)", EMBEDDED_SPEC.0),
-                parse_document(EMBEDDED_SPEC.0, EMBEDDED_SPEC.1)?,
+                document::parse(EMBEDDED_SPEC.0, EMBEDDED_SPEC.1)?,
             ),
             Some(path) => {
                 let name = path.display().to_string();
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| SpecError::new(&name, "", format!("cannot read: {e}")))?;
-                (name.clone(), parse_document(&name, &text)?)
+                let doc = document::read(path, &name)?;
+                (name, doc)
             }
         };
         let mut applied = Vec::new();
+        let mut apply_file = |doc: &mut Value, file: &Path| {
+            let name = file.display().to_string();
+            overlay::apply(doc, document::read(file, &name)?, &name)?;
+            applied.push(name);
+            Ok::<_, SpecError>(())
+        };
         match (&source.overlays, &source.path) {
             (Some(files), _) => {
                 for file in files {
-                    let name = file.display().to_string();
-                    let text = std::fs::read_to_string(file)
-                        .map_err(|e| SpecError::new(&name, "", format!("cannot read: {e}")))?;
-                    overlay::apply(&mut doc, parse_document(&name, &text)?, &name)?;
-                    applied.push(name);
+                    apply_file(&mut doc, file)?;
                 }
             }
             (None, None) => {
                 let (name, text) = EMBEDDED_OVERLAY;
-                overlay::apply(&mut doc, parse_document(name, text)?, name)?;
+                overlay::apply(&mut doc, document::parse(name, text)?, name)?;
                 applied.push(format!("{name} (embedded)"));
             }
             (None, Some(path)) => {
                 if let Some(file) = overlay_beside(path) {
-                    let name = file.display().to_string();
-                    let text = std::fs::read_to_string(&file)
-                        .map_err(|e| SpecError::new(&name, "", format!("cannot read: {e}")))?;
-                    overlay::apply(&mut doc, parse_document(&name, &text)?, &name)?;
-                    applied.push(name);
+                    apply_file(&mut doc, &file)?;
                 }
             }
         }
@@ -181,77 +258,210 @@ impl Spec {
     }
 
     /// Compiles an already parsed (and overlaid) document; `file` names it in errors.
-    pub fn compile(file: &str, mut doc: Value) -> Result<Spec, SpecError> {
-        let version = doc
-            .get("openapi")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let draft = if version.starts_with("3.1.") {
-            Draft::Draft202012
-        } else if version.starts_with("3.0.") {
-            openapi30_to_json_schema(&mut doc);
-            Draft::Draft4
-        } else {
-            return Err(SpecError::new(
-                file,
-                "/openapi",
-                format!("OpenAPI version {version:?} is not supported (3.0.x and 3.1.x are)"),
-            ));
+    pub fn compile(file: &str, doc: Value) -> Result<Spec, SpecError> {
+        let (version, dialect, doc) = match version_of(&doc) {
+            Version::OpenApi(version, dialect) => (version, dialect, doc),
+            Version::Swagger2 => {
+                let converted = swagger2::convert(doc)
+                    .map_err(|(pointer, message)| SpecError::new(file, pointer, message))?;
+                ("2.0".to_owned(), Dialect::Oas30, converted)
+            }
+            Version::Unsupported(pointer, message) => {
+                return Err(SpecError::new(file, pointer, message));
+            }
         };
-        schema::warm_up();
+        let mut warnings = Vec::new();
         let paths = doc
             .get("paths")
             .and_then(Value::as_object)
             .ok_or_else(|| SpecError::new(file, "/paths", "the spec has no paths object"))?;
         let mut operations = Vec::new();
-        for (template, item) in paths {
-            let item_at = pointer_push("/paths", template);
-            if !template.starts_with('/') {
-                return Err(SpecError::new(file, &item_at, "a path must start with '/'"));
+        let mut schema_roots = Vec::new();
+        for (key, item) in paths {
+            if key.starts_with("x-") {
+                continue;
             }
-            let (item_at, item) = deref(&doc, &item_at, item, file)?;
+            let key_at = pointer_push("/paths", key);
+            if !key.starts_with('/') {
+                warnings.push(warning(
+                    file,
+                    &key_at,
+                    "a path must start with '/'; its operations are not served",
+                ));
+                continue;
+            }
+            let (template, variant) = match key.find(['#', '?']) {
+                Some(at) => (&key[..at], Some(Variant::parse(&key[at..]))),
+                None => (key.as_str(), None),
+            };
+            let (item_at, item) = deref(&doc, &key_at, item, file)?;
             for (name, method) in &METHODS {
                 let Some(op) = item.get(*name) else { continue };
                 let op_at = pointer_push(&item_at, name);
-                operations.push(Arc::new(compile_operation(
+                let (operation, root) = compile_operation(
                     &doc,
                     file,
                     template,
+                    variant.clone(),
                     method.clone(),
                     &op_at,
                     op,
-                    draft,
-                )?));
+                )?;
+                schema_roots.push(root);
+                operations.push(operation);
             }
         }
+        let roots: Vec<String> = schema_roots.iter().flatten().cloned().collect();
+        let compiled = schemas::compile(&doc, &roots, dialect, file, &mut warnings)?;
+        let operations: Vec<Arc<Operation>> = operations
+            .into_iter()
+            .zip(schema_roots)
+            .map(|(mut operation, root)| {
+                if let (Some(json), Some(root)) =
+                    (operation.body.as_mut().and_then(|b| b.json.as_mut()), root)
+                {
+                    json.schema = compiled.get(&root).cloned();
+                }
+                Arc::new(operation)
+            })
+            .collect();
+        let paths = Arc::new(route(&operations, file, &mut warnings));
+        let credential_header = credential_header(&doc, file, &mut warnings);
         Ok(Spec {
             origin: file.to_owned(),
             overlays: Vec::new(),
+            version,
             base_path: base_path(&doc),
-            credential_header: credential_header(&doc, file)?,
+            credential_header,
             operations,
+            paths,
+            warnings,
         })
     }
+}
+
+enum Version {
+    OpenApi(String, Dialect),
+    Swagger2,
+    Unsupported(&'static str, String),
+}
+
+/// Which version a document is, by its `openapi` (or `swagger`) field.
+fn version_of(doc: &Value) -> Version {
+    let text = |field: &str| match doc.get(field) {
+        Some(Value::String(version)) => Some(version.clone()),
+        // YAML reads `openapi: 3.0` as a number.
+        Some(Value::Number(version)) => Some(version.to_string()),
+        _ => None,
+    };
+    if let Some(version) = text("openapi") {
+        let dialect = match version.split('.').take(2).collect::<Vec<_>>().as_slice() {
+            ["3", "0"] => Some(Dialect::Oas30),
+            // 3.2 keeps 3.1's schema dialect, JSON Schema 2020-12.
+            ["3", "1" | "2"] => Some(Dialect::Oas31),
+            _ => None,
+        };
+        return match dialect {
+            Some(dialect) => Version::OpenApi(version, dialect),
+            None => Version::Unsupported(
+                "/openapi",
+                format!(
+                    "OpenAPI version {version:?} is not supported (3.0, 3.1 and 3.2 are, and Swagger 2.0)"
+                ),
+            ),
+        };
+    }
+    match text("swagger").as_deref() {
+        Some("2.0") => Version::Swagger2,
+        Some(other) => Version::Unsupported(
+            "/swagger",
+            format!("Swagger version {other:?} is not supported (2.0 is)"),
+        ),
+        None => Version::Unsupported(
+            "",
+            "no \"openapi\" or \"swagger\" field: this is not an OpenAPI document \
+             (OpenAPI 3.0, 3.1, 3.2 and Swagger 2.0 are supported)"
+                .to_owned(),
+        ),
+    }
+}
+
+fn warning(file: &str, pointer: &str, message: impl Into<String>) -> SpecWarning {
+    SpecWarning(SpecError::new(file, pointer, message))
+}
+
+/// The route table: operations by path shape and method. Two operations with the same method
+/// and shape and no `#`/`?` variant to tell them apart are ambiguous: the first in document
+/// order is served, with a warning naming both.
+fn route(
+    operations: &[Arc<Operation>],
+    file: &str,
+    warnings: &mut Vec<SpecWarning>,
+) -> Router<PathOperations> {
+    let mut router: Router<Vec<(Method, Vec<Arc<Operation>>)>> = Router::new();
+    for op in operations {
+        let template = Template::parse(&op.template);
+        if template.has_unbalanced_braces() {
+            warnings.push(warning(
+                file,
+                op.pointer.rsplit_once('/').map_or("", |(path, _)| path),
+                "unbalanced '{' or '}' in the path template; read as literal text",
+            ));
+        }
+        let methods = router.entry(template.shape(), Vec::new);
+        let Some((_, candidates)) = methods.iter_mut().find(|(m, _)| *m == op.method) else {
+            methods.push((op.method.clone(), vec![op.clone()]));
+            continue;
+        };
+        if op.variant.is_some() || candidates.iter().any(|c| c.variant.is_some()) {
+            candidates.push(op.clone());
+            continue;
+        }
+        let first = &candidates[0];
+        warnings.push(warning(
+            file,
+            &op.pointer,
+            format!(
+                "{} {} has the same method and path shape as {} at {}, and nothing tells their \
+                 requests apart: the first in the document ({}) is served, this one never is",
+                op.method, op.template, first.template, first.pointer, first.pointer
+            ),
+        ));
+    }
+    router.map(|methods| {
+        let allow: Vec<&str> = methods.iter().map(|(m, _)| m.as_str()).collect();
+        PathOperations {
+            allow: HeaderValue::from_str(&allow.join(", ")).expect("method names are tokens"),
+            methods: methods
+                .into_iter()
+                .map(|(method, ops)| (method, Arc::from(ops)))
+                .collect(),
+        }
+    })
 }
 
 fn compile_operation(
     doc: &Value,
     file: &str,
     template: &str,
+    variant: Option<Variant>,
     method: Method,
     op_at: &str,
     op: &Value,
-    draft: Draft,
-) -> Result<Operation, SpecError> {
+) -> Result<(Operation, Option<String>), SpecError> {
     let id = match op.get("operationId") {
         Some(Value::String(id)) if !id.is_empty() => id.clone(),
-        _ => format!("{method} {template}"),
+        _ => match &variant {
+            Some(variant) => format!("{method} {template}{}", variant.text),
+            None => format!("{method} {template}"),
+        },
     };
-    let body = match op.get("requestBody") {
-        None => None,
+    let (body, schema_root) = match op.get("requestBody") {
+        None => (None, None),
         Some(body) => {
             let (body_at, body) = deref(doc, &pointer_push(op_at, "requestBody"), body, file)?;
-            Some(compile_body(doc, file, &body_at, body, draft)?)
+            let (body, root) = body_of(doc, file, &body_at, body)?;
+            (Some(body), root)
         }
     };
     let creates = match op.get(AUDIT_EXTENSION) {
@@ -265,23 +475,28 @@ fn compile_operation(
             ));
         }
     };
-    Ok(Operation {
-        id: id.into(),
-        creates,
-        method,
-        template: template.to_owned(),
-        body,
-        example: response_example(doc, op),
-    })
+    Ok((
+        Operation {
+            id: id.into(),
+            creates,
+            method,
+            template: template.to_owned(),
+            variant,
+            pointer: op_at.to_owned(),
+            body,
+            example: response_example(doc, op),
+        },
+        schema_root,
+    ))
 }
 
-fn compile_body(
+/// A request body, and where the schema of its JSON media type is (to compile with the rest).
+fn body_of(
     doc: &Value,
     file: &str,
     body_at: &str,
     body: &Value,
-    draft: Draft,
-) -> Result<RequestBody, SpecError> {
+) -> Result<(RequestBody, Option<String>), SpecError> {
     let content_at = pointer_push(body_at, "content");
     let content = body
         .get("content")
@@ -289,34 +504,45 @@ fn compile_body(
         .ok_or_else(|| SpecError::new(file, &content_at, "a request body needs a content map"))?;
     let mut media_types = Vec::new();
     let mut json = None;
+    let mut root = None;
     for (media_type, media) in content {
         let essence = media_essence(media_type);
         if json.is_none() && is_json(&essence) {
-            let media_at = pointer_push(&content_at, media_type);
-            json = Some(match media.get("schema") {
-                None => JsonBody {
-                    schema: None,
-                    resource_key: None,
-                },
-                Some(schema) => {
-                    let schema_at = pointer_push(&media_at, "schema");
-                    JsonBody {
-                        resource_key: resource_key(doc, schema),
-                        schema: Some(RequestSchema::compile(doc, &schema_at, draft, file)?),
-                    }
-                }
+            let schema = media.get("schema");
+            json = Some(JsonBody {
+                schema: None,
+                resource_key: schema.and_then(|s| resource_key(doc, s)),
+            });
+            root = schema.map(|schema| {
+                let at = pointer_push(&pointer_push(&content_at, media_type), "schema");
+                shared_root(doc, schema).unwrap_or(at)
             });
         }
         media_types.push(essence);
     }
-    Ok(RequestBody {
-        required: body
-            .get("required")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        media_types,
-        json,
-    })
+    Ok((
+        RequestBody {
+            required: body
+                .get("required")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            media_types,
+            json,
+        },
+        root,
+    ))
+}
+
+/// The target of a schema that is only a `$ref` (when it resolves), so operations that name
+/// the same component share one compiled validator.
+fn shared_root(doc: &Value, schema: &Value) -> Option<String> {
+    let map = schema.as_object()?;
+    match (map.len(), map.get("$ref")) {
+        (1, Some(Value::String(target))) => {
+            walk::local_target(target).filter(|at| doc.pointer(at).is_some())
+        }
+        _ => None,
+    }
 }
 
 /// The single top-level property of a body schema, following `$ref`s: `connection` for the
@@ -324,7 +550,7 @@ fn compile_body(
 fn resource_key<'a>(doc: &'a Value, mut schema: &'a Value) -> Option<String> {
     for _ in 0..8 {
         match schema.get("$ref").and_then(Value::as_str) {
-            Some(target) => schema = doc.pointer(target.strip_prefix('#')?)?,
+            Some(target) => schema = doc.pointer(&walk::local_target(target)?)?,
             None => break,
         }
     }
@@ -348,18 +574,17 @@ fn deref<'a>(
             return Ok((at, value));
         };
         let ref_at = pointer_push(&at, "$ref");
-        let fragment = target.strip_prefix('#').ok_or_else(|| {
+        let fragment = walk::local_target(target).ok_or_else(|| {
             SpecError::new(
                 file,
                 &ref_at,
                 format!("$ref {target:?} is not local (#/...)"),
             )
         })?;
-        let fragment = percent_encoding::percent_decode_str(fragment).decode_utf8_lossy();
         value = doc.pointer(&fragment).ok_or_else(|| {
             SpecError::new(file, &ref_at, format!("$ref {target:?} points at nothing"))
         })?;
-        at = fragment.into_owned();
+        at = fragment;
     }
     Err(SpecError::new(
         file,
@@ -394,8 +619,9 @@ fn base_path(doc: &Value) -> String {
 }
 
 /// The header named by the spec's `apiKey` security scheme in a header: the one the top-level
-/// `security` requirement uses if it names one, else the first declared.
-fn credential_header(doc: &Value, file: &str) -> Result<HeaderName, SpecError> {
+/// `security` requirement uses if it names one, else the first declared. A scheme whose name
+/// is not a valid header name is passed over with a warning.
+fn credential_header(doc: &Value, file: &str, warnings: &mut Vec<SpecWarning>) -> HeaderName {
     let schemes = doc
         .pointer("/components/securitySchemes")
         .and_then(Value::as_object);
@@ -411,61 +637,32 @@ fn credential_header(doc: &Value, file: &str) -> Result<HeaderName, SpecError> {
         .filter_map(Value::as_object)
         .flat_map(|req| req.keys().map(String::as_str))
         .collect();
-    let chosen = schemes.and_then(|schemes| {
+    let candidates = schemes.into_iter().flat_map(|schemes| {
         required
             .iter()
             .filter_map(|name| schemes.get_key_value(*name))
             .chain(schemes.iter())
-            .find(|(_, s)| is_header_key(s))
     });
-    match chosen {
-        None => Ok(HeaderName::from_static(DEFAULT_CREDENTIAL_HEADER)),
-        Some((name, scheme)) => {
-            let header = scheme
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            HeaderName::try_from(header).map_err(|_| {
-                SpecError::new(
-                    file,
-                    pointer_push(&pointer_push("/components/securitySchemes", name), "name"),
-                    format!("{header:?} is not a valid header name"),
-                )
-            })
-        }
-    }
-}
-
-/// Rewrites OpenAPI 3.0's `nullable: true` into the JSON Schema it means, so a draft 4
-/// validator enforces the document as 3.0 tools read it.
-fn openapi30_to_json_schema(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            if map.get("nullable") == Some(&Value::Bool(true)) {
-                map.remove("nullable");
-                match map.get_mut("type") {
-                    Some(Value::String(t)) => {
-                        let t = std::mem::take(t);
-                        map.insert("type".into(), Value::from(vec![t, "null".to_owned()]));
-                    }
-                    Some(_) => {}
-                    None => {}
-                }
-                if let Some(Value::Array(options)) = map.get_mut("enum")
-                    && !options.contains(&Value::Null)
-                {
-                    options.push(Value::Null);
-                }
-            }
-            for (key, child) in map.iter_mut() {
-                if !matches!(key.as_str(), "example" | "examples" | "default" | "enum") {
-                    openapi30_to_json_schema(child);
+    for (name, scheme) in candidates.filter(|(_, s)| is_header_key(s)) {
+        let header = scheme
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match HeaderName::try_from(header) {
+            Ok(header) => return header,
+            Err(_) => {
+                let at = pointer_push(&pointer_push("/components/securitySchemes", name), "name");
+                if !warnings.iter().any(|w| w.0.pointer == at) {
+                    warnings.push(warning(
+                        file,
+                        &at,
+                        format!("{header:?} is not a valid header name; this scheme is not used"),
+                    ));
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(openapi30_to_json_schema),
-        _ => {}
     }
+    HeaderName::from_static(DEFAULT_CREDENTIAL_HEADER)
 }
 
 /// `application/json; charset=utf-8` → `application/json`.
@@ -484,21 +681,6 @@ pub fn is_json(essence: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Appends one reference token to a JSON pointer, escaping `~` and `/` as RFC 6901 says.
-pub fn pointer_push(pointer: &str, token: &str) -> String {
-    let mut out = String::with_capacity(pointer.len() + token.len() + 1);
-    out.push_str(pointer);
-    out.push('/');
-    for c in token.chars() {
-        match c {
-            '~' => out.push_str("~0"),
-            '/' => out.push_str("~1"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// `<dir>/<stem>.overlay.{yaml,yml,json}` beside a spec file, if one exists.
 fn overlay_beside(spec: &Path) -> Option<PathBuf> {
     let stem = spec.file_stem()?.to_str()?;
@@ -507,49 +689,6 @@ fn overlay_beside(spec: &Path) -> Option<PathBuf> {
         .iter()
         .map(|ext| dir.join(format!("{stem}.overlay.{ext}")))
         .find(|p| p.is_file())
-}
-
-/// Parses a JSON or YAML document; JSON by extension or by a leading `{`.
-fn parse_document(name: &str, text: &str) -> Result<Value, SpecError> {
-    let json = name.ends_with(".json")
-        || (!name.ends_with(".yaml")
-            && !name.ends_with(".yml")
-            && text.trim_start().starts_with('{'));
-    if json {
-        serde_json::from_str(text)
-            .map_err(|e| SpecError::new(name, "", format!("not valid JSON: {e}")))
-    } else {
-        let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
-            .map_err(|e| SpecError::new(name, "", format!("not valid YAML: {e}")))?;
-        Ok(yaml_to_json(yaml))
-    }
-}
-
-/// YAML allows non-string keys (`200:` for a response code); JSON, and OpenAPI, mean strings.
-fn yaml_to_json(yaml: serde_yaml_ng::Value) -> Value {
-    use serde_yaml_ng::Value as Y;
-    match yaml {
-        Y::Null => Value::Null,
-        Y::Bool(b) => Value::Bool(b),
-        Y::Number(n) => serde_json::to_value(&n).unwrap_or(Value::Null),
-        Y::String(s) => Value::String(s),
-        Y::Sequence(items) => Value::Array(items.into_iter().map(yaml_to_json).collect()),
-        Y::Mapping(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Y::String(s) => s,
-                        other => serde_yaml_ng::to_string(&other)
-                            .unwrap_or_default()
-                            .trim_end()
-                            .to_owned(),
-                    };
-                    (key, yaml_to_json(v))
-                })
-                .collect(),
-        ),
-        Y::Tagged(tagged) => yaml_to_json(tagged.value),
-    }
 }
 
 #[cfg(test)]

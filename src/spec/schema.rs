@@ -1,19 +1,16 @@
 //! Compiling an operation's request schema, and explaining its violations to a person.
 
-use std::collections::HashSet;
-use std::sync::LazyLock;
-
 use jsonschema::error::{TypeKind, ValidationErrorKind};
-use jsonschema::{Draft, Registry, Resource, ValidationError, Validator};
+use jsonschema::{Draft, Registry, ValidationError, Validator};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::{Value, json};
 
-use super::{SpecError, pointer_push};
+use super::pointer_push;
 use crate::error::{Source, Violation};
 
-/// The URI the whole spec document is registered under, so that `$ref`s between its schemas
-/// resolve exactly as they would inside the document.
-const SPEC_URI: &str = "urn:specgate:spec";
+/// The URI the document's schemas are registered under, so that `$ref`s between them resolve
+/// exactly as they would inside the document.
+pub(super) const SPEC_URI: &str = "urn:specgate:spec";
 
 /// What a JSON pointer must percent-encode to be a URI fragment (RFC 3986 §3.5, RFC 6901 §6).
 const FRAGMENT: &AsciiSet = &CONTROLS
@@ -47,30 +44,20 @@ impl std::fmt::Debug for RequestSchema {
 }
 
 impl RequestSchema {
-    /// Compiles the schema at `pointer` inside `doc`.
+    /// Compiles the schema at `pointer` of the document `registry` holds under [`SPEC_URI`].
     ///
-    /// Every local `$ref` reachable from it must resolve, and the schema and everything it
-    /// references must be valid for `draft`; otherwise the error names the JSON pointer at fault.
-    pub fn compile(
-        doc: &Value,
-        pointer: &str,
-        draft: Draft,
-        file: &str,
-    ) -> Result<Self, SpecError> {
-        check_reachable(doc, pointer, draft, file)?;
-        let registry = Registry::new()
-            .add(SPEC_URI, Resource::from_contents(doc.clone()))
-            .and_then(|r| r.prepare())
-            .map_err(|e| SpecError::new(file, pointer, e.to_string()))?;
+    /// The caller has checked that every `$ref` below it resolves and that it is valid JSON
+    /// Schema; an error here is the engine's own, as text.
+    pub(super) fn compile(registry: &Registry<'_>, pointer: &str) -> Result<Self, String> {
         let validator = jsonschema::options()
-            .with_draft(draft)
-            .with_registry(&registry)
+            .with_draft(Draft::Draft202012)
+            .with_registry(registry)
             // Formats are annotations: the vendor does not enforce `email` or `uri` strictly, and
             // a gateway stricter than its upstream refuses requests that would have worked.
             // Tighten with `pattern` in an overlay instead.
             .should_validate_formats(false)
             .build(&json!({ "$ref": format!("{SPEC_URI}#{}", utf8_percent_encode(pointer, FRAGMENT)) }))
-            .map_err(|e| SpecError::new(file, pointer, e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         Ok(RequestSchema { validator })
     }
 
@@ -91,79 +78,6 @@ impl RequestSchema {
         }
         out
     }
-}
-
-/// Walks every schema reachable from `pointer` through local `$ref`s: each `$ref` must resolve
-/// and each schema must be valid for `draft`. Errors name the exact pointer.
-fn check_reachable(doc: &Value, pointer: &str, draft: Draft, file: &str) -> Result<(), SpecError> {
-    let mut seen = HashSet::new();
-    let mut todo = vec![pointer.to_owned()];
-    while let Some(at) = todo.pop() {
-        if !seen.insert(at.clone()) {
-            continue;
-        }
-        let schema = doc
-            .pointer(&at)
-            .ok_or_else(|| SpecError::new(file, &at, "no such location in the spec"))?;
-        let meta = match draft {
-            Draft::Draft4 => jsonschema::draft4::meta::validate(schema),
-            _ => jsonschema::draft202012::meta::validate(schema),
-        };
-        if let Err(e) = meta {
-            let inner = e.instance_path().as_str().to_owned();
-            return Err(SpecError::new(file, format!("{at}{inner}"), e.to_string()));
-        }
-        collect_refs(schema, &at, &mut |ref_at, target| {
-            let Some(fragment) = target.strip_prefix('#') else {
-                return Err(SpecError::new(
-                    file,
-                    ref_at,
-                    format!(
-                        "$ref {target:?} is not local; only references into this document (#/...) are supported"
-                    ),
-                ));
-            };
-            let fragment = percent_encoding::percent_decode_str(fragment).decode_utf8_lossy();
-            if doc.pointer(&fragment).is_none() {
-                return Err(SpecError::new(
-                    file,
-                    ref_at,
-                    format!("$ref {target:?} points at nothing in the document"),
-                ));
-            }
-            todo.push(fragment.into_owned());
-            Ok(())
-        })?;
-    }
-    Ok(())
-}
-
-fn collect_refs(
-    value: &Value,
-    at: &str,
-    found: &mut dyn FnMut(String, &str) -> Result<(), SpecError>,
-) -> Result<(), SpecError> {
-    match value {
-        Value::Object(map) => {
-            for (key, child) in map {
-                let child_at = pointer_push(at, key);
-                match (key.as_str(), child) {
-                    ("$ref", Value::String(target)) => found(child_at, target)?,
-                    // Examples and defaults are data, not schemas: a `$ref` key inside them is
-                    // just a property name.
-                    ("example" | "examples" | "default" | "const" | "enum", _) => {}
-                    _ => collect_refs(child, &child_at, found)?,
-                }
-            }
-        }
-        Value::Array(items) => {
-            for (i, child) in items.iter().enumerate() {
-                collect_refs(child, &format!("{at}/{i}"), found)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 /// Turns one validation error into the violations a person reads.
@@ -286,55 +200,30 @@ fn clip(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
-/// Compiles nothing, but makes sure the meta-schemas are loaded before the first request.
-pub(super) fn warm_up() {
-    static WARM: LazyLock<bool> = LazyLock::new(|| {
-        jsonschema::draft4::meta::is_valid(&json!({}))
-            && jsonschema::draft202012::meta::is_valid(&json!({}))
-    });
-    let _ = *WARM;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn compile(doc: Value) -> Result<RequestSchema, SpecError> {
-        RequestSchema::compile(&doc, "/s", Draft::Draft202012, "spec.json")
+    fn compile(schema: Value) -> RequestSchema {
+        let doc = json!({ "s": schema });
+        let registry = Registry::new()
+            .add(SPEC_URI, Draft::Draft202012.create_resource(doc))
+            .and_then(|r| r.prepare())
+            .unwrap();
+        RequestSchema::compile(&registry, "/s").unwrap()
     }
 
     #[test]
-    fn local_refs_resolve_inside_the_document() {
-        let doc = json!({
-            "s": {"$ref": "#/components/schemas/Thing"},
-            "components": {"schemas": {"Thing": {"type": "object", "required": ["a"]}}}
-        });
-        let schema = compile(doc).unwrap();
-        assert!(schema.is_valid(&json!({"a": 1})));
-        let v = schema.violations(&json!({}));
+    fn violations_explain_required_with_the_missing_pointer() {
+        let v = compile(json!({"type": "object", "required": ["a"]})).violations(&json!({}));
         assert_eq!(v[0].title, "body: missing required property 'a'");
         assert_eq!(v[0].source.pointer, "/a");
     }
 
     #[test]
-    fn a_dangling_ref_names_where_it_is() {
-        let doc = json!({"s": {"properties": {"x": {"$ref": "#/components/schemas/Nope"}}}});
-        let e = compile(doc).unwrap_err();
-        assert_eq!(e.pointer, "/s/properties/x/$ref");
-        assert!(e.message.contains("points at nothing"), "{e}");
-    }
-
-    #[test]
-    fn an_invalid_schema_names_the_keyword_at_fault() {
-        let doc = json!({"s": {"properties": {"x": {"type": "strin"}}}});
-        let e = compile(doc).unwrap_err();
-        assert!(e.pointer.starts_with("/s/properties/x/type"), "{e}");
-    }
-
-    #[test]
     fn violations_explain_type_and_nesting() {
-        let doc = json!({"s": {"properties": {"c": {"properties": {"n": {"type": "string"}}}}}});
-        let v = compile(doc).unwrap().violations(&json!({"c": {"n": 5}}));
+        let schema = json!({"properties": {"c": {"properties": {"n": {"type": "string"}}}}});
+        let v = compile(schema).violations(&json!({"c": {"n": 5}}));
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].title, "/c/n: expected string, got integer");
         assert_eq!(v[0].code, "type");
@@ -343,8 +232,7 @@ mod tests {
 
     #[test]
     fn property_names_are_escaped_in_pointers() {
-        let doc = json!({"s": {"required": ["a/b~c"]}});
-        let v = compile(doc).unwrap().violations(&json!({}));
+        let v = compile(json!({"required": ["a/b~c"]})).violations(&json!({}));
         assert_eq!(v[0].source.pointer, "/a~1b~0c");
     }
 }

@@ -1,0 +1,601 @@
+//! Every schema the operations use, copied out of the document once, made readable for the
+//! engine, and compiled once.
+//!
+//! 1. **Collect.** From each operation's schema, follow `$ref`s and copy each schema reached
+//!    into a slot of its own in a new document, rewriting each `$ref` to the slot it names.
+//!    Components nothing references are never looked at; a `$ref` to nowhere refuses the
+//!    document, naming where it is. Each slot remembers its pointer in the vendor's document,
+//!    and every problem is reported there.
+//! 2. **Check.** Validate every slot against the 2020-12 meta-schema (after
+//!    [`dialect::normalise`]). A keyword whose value is not valid JSON Schema is dropped with a
+//!    warning: without it the schema only accepts more. A schema that is `null` refuses the
+//!    document. `pattern`s are [translated](super::pattern); one the engine still cannot
+//!    compile is dropped with a warning.
+//! 3. **Compile.** [`dialect::restructure`], then one registry for the whole copy, and one
+//!    validator per distinct schema however many operations share it.
+//!
+//! The vendor's document itself is never changed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use jsonschema::error::ValidationErrorKind;
+use jsonschema::{Draft, Registry};
+use serde_json::{Value, json};
+
+use super::dialect::{self, Dialect};
+use super::pattern;
+use super::schema::{RequestSchema, SPEC_URI};
+use super::walk::{self, Holds, each_schema_mut, holds, push, tokens};
+use super::{SpecError, SpecWarning};
+
+/// Compiles the schema at each pointer of `roots` (pointers into `doc`), sharing one registry.
+/// Problems that only loosen enforcement are pushed onto `warnings`.
+pub(super) fn compile(
+    doc: &Value,
+    roots: &[String],
+    dialect: Dialect,
+    file: &str,
+    warnings: &mut Vec<SpecWarning>,
+) -> Result<HashMap<String, Arc<RequestSchema>>, SpecError> {
+    let mut set = SchemaSet {
+        file,
+        slots: Vec::new(),
+        origins: Vec::new(),
+        slot_of: HashMap::new(),
+        warnings: BTreeMap::new(),
+    };
+    set.collect(doc, roots, dialect)?;
+    set.check()?;
+    set.translate_patterns();
+    set.restructure();
+    warnings.extend(std::mem::take(&mut set.warnings).into_values());
+    if roots.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let slot_of = std::mem::take(&mut set.slot_of);
+    let copy = json!({ "s": set.slots });
+    let registry = Registry::new()
+        .add(SPEC_URI, Draft::Draft202012.create_resource(copy))
+        .and_then(|r| r.prepare())
+        .map_err(|e| SpecError::new(file, "", format!("cannot index the schemas: {e}")))?;
+    let mut compiled = HashMap::with_capacity(roots.len());
+    for root in roots {
+        if compiled.contains_key(root) {
+            continue;
+        }
+        let slot = slot_of[root];
+        let schema = RequestSchema::compile(&registry, &format!("/s/{slot}"))
+            .map_err(|message| SpecError::new(file, root.clone(), message))?;
+        compiled.insert(root.clone(), Arc::new(schema));
+    }
+    Ok(compiled)
+}
+
+struct SchemaSet<'a> {
+    file: &'a str,
+    /// The schemas in use, one per pointer reached, each a copy to be made readable.
+    slots: Vec<Value>,
+    /// Each slot's pointer in the vendor's document.
+    origins: Vec<String>,
+    slot_of: HashMap<String, usize>,
+    /// By pointer, so a schema reached twice is reported once.
+    warnings: BTreeMap<String, SpecWarning>,
+}
+
+/// The `$ref` that names slot `i` of the copy.
+fn slot_ref(i: usize) -> String {
+    format!("#/s/{i}")
+}
+
+impl SchemaSet<'_> {
+    fn warn(&mut self, pointer: String, message: String) {
+        self.warnings
+            .entry(pointer.clone())
+            .or_insert_with(|| SpecWarning(SpecError::new(self.file, pointer, message)));
+    }
+
+    /// The slot for the schema at `at` in the document, allocated (and queued) if new.
+    fn slot(&mut self, at: &str, queue: &mut VecDeque<usize>) -> usize {
+        if let Some(&slot) = self.slot_of.get(at) {
+            return slot;
+        }
+        let slot = self.slots.len();
+        self.slots.push(Value::Null);
+        self.origins.push(at.to_owned());
+        self.slot_of.insert(at.to_owned(), slot);
+        queue.push_back(slot);
+        slot
+    }
+
+    fn collect(
+        &mut self,
+        doc: &Value,
+        roots: &[String],
+        dialect: Dialect,
+    ) -> Result<(), SpecError> {
+        let mut queue = VecDeque::new();
+        for root in roots {
+            self.slot(root, &mut queue);
+        }
+        while let Some(slot) = queue.pop_front() {
+            let origin = self.origins[slot].clone();
+            let mut schema = doc
+                .pointer(&origin)
+                .ok_or_else(|| {
+                    SpecError::new(self.file, &origin, "no such location in the document")
+                })?
+                .clone();
+            let mut failed = None;
+            let mut targets = Vec::new();
+            let mut unmapped = Vec::new();
+            each_schema_mut(&mut schema, &origin, &mut |node_at, node| {
+                dialect::normalise(node, dialect);
+                if let Some(target) = node.get("$ref").and_then(Value::as_str) {
+                    match check_ref(doc, target) {
+                        Ok(fragment) => targets.push((node_at.to_owned(), None, fragment)),
+                        Err(message) => {
+                            failed.get_or_insert_with(|| (push(node_at, "$ref"), message));
+                        }
+                    }
+                }
+                let mapping = node
+                    .pointer("/discriminator/mapping")
+                    .and_then(Value::as_object);
+                for (value, target) in mapping.into_iter().flatten() {
+                    let reference = target.as_str().and_then(dialect::mapping_ref);
+                    match reference.as_deref().map(|r| check_ref(doc, r)) {
+                        Some(Ok(fragment)) => {
+                            targets.push((node_at.to_owned(), Some(value.clone()), fragment));
+                        }
+                        _ => unmapped.push(push(
+                            &push(&push(node_at, "discriminator"), "mapping"),
+                            value,
+                        )),
+                    }
+                }
+                true
+            });
+            if let Some((pointer, message)) = failed {
+                return Err(SpecError::new(self.file, pointer, message));
+            }
+            for at in unmapped {
+                self.warn(
+                    at,
+                    "discriminator mapping names no schema of this document; that value selects \
+                     nothing"
+                        .into(),
+                );
+            }
+            // Point each `$ref` (and mapping) at the target's slot.
+            for (node_at, mapping_value, target) in targets {
+                let target_slot = self.slot(&target, &mut queue);
+                let relative = &node_at[origin.len()..];
+                let node = schema.pointer_mut(relative).expect("visited above");
+                let field = match &mapping_value {
+                    None => node.get_mut("$ref"),
+                    Some(value) => node
+                        .pointer_mut("/discriminator/mapping")
+                        .and_then(|m| m.get_mut(value)),
+                };
+                if let Some(field) = field {
+                    *field = Value::String(slot_ref(target_slot));
+                }
+            }
+            self.slots[slot] = schema;
+        }
+        Ok(())
+    }
+
+    /// Checks each slot against the meta-schema, dropping what is not JSON Schema.
+    fn check(&mut self) -> Result<(), SpecError> {
+        let meta = jsonschema::draft202012::meta::validator();
+        for slot in 0..self.slots.len() {
+            let origin = self.origins[slot].clone();
+            for _round in 0..8 {
+                let mut remedies = BTreeSet::new();
+                for error in meta.iter_errors(&self.slots[slot]) {
+                    // Formats are annotations here; patterns are checked by compiling them.
+                    if matches!(error.kind(), ValidationErrorKind::Format { .. }) {
+                        continue;
+                    }
+                    match remedy(&self.slots[slot], error.instance_path().as_str()) {
+                        Remedy::Refuse(at) => {
+                            return Err(SpecError::new(
+                                self.file,
+                                format!("{origin}{at}"),
+                                "a schema must be an object or a boolean, not null",
+                            ));
+                        }
+                        drop => {
+                            remedies.insert((drop, error.to_string()));
+                        }
+                    }
+                }
+                if remedies.is_empty() {
+                    break;
+                }
+                for (remedy, message) in remedies {
+                    let at = match &remedy {
+                        Remedy::Drop { parent, key } => push(parent, key),
+                        _ => String::new(),
+                    };
+                    if drop_at(&mut self.slots[slot], &remedy) {
+                        self.warn(
+                            format!("{origin}{at}"),
+                            format!("not valid JSON Schema ({}); ignored", clip(&message)),
+                        );
+                    }
+                }
+            }
+            if let Err(error) = meta.validate(&self.slots[slot]) {
+                return Err(SpecError::new(
+                    self.file,
+                    format!("{origin}{}", error.instance_path().as_str()),
+                    error.to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn translate_patterns(&mut self) {
+        let mut cache: HashMap<String, Result<Option<String>, String>> = HashMap::new();
+        let mut readable = |raw: &str| -> Result<Option<String>, String> {
+            cache
+                .entry(raw.to_owned())
+                .or_insert_with(|| match pattern::translate(raw) {
+                    Err(pattern::Untranslatable(why)) => Err(why.to_owned()),
+                    Ok(translated) if compiles(&translated) => {
+                        Ok((translated != raw).then(|| translated.into_owned()))
+                    }
+                    Ok(_) => Err("the regex engine cannot compile it".to_owned()),
+                })
+                .clone()
+        };
+        let mut skipped = Vec::new();
+        for (slot, origin) in self.slots.iter_mut().zip(&self.origins) {
+            each_schema_mut(slot, origin, &mut |at, node| {
+                let Some(map) = node.as_object_mut() else {
+                    return true;
+                };
+                if let Some(Value::String(raw)) = map.get("pattern") {
+                    match readable(raw) {
+                        Ok(Some(translated)) => {
+                            map.insert("pattern".into(), Value::String(translated));
+                        }
+                        Ok(None) => {}
+                        Err(why) => {
+                            skipped.push((
+                                push(at, "pattern"),
+                                format!("pattern {raw:?} skipped: {why}"),
+                            ));
+                            map.remove("pattern");
+                        }
+                    }
+                }
+                if let Some(Value::Object(by_pattern)) = map.get_mut("patternProperties") {
+                    for (raw, schema) in std::mem::take(by_pattern) {
+                        match readable(&raw) {
+                            Ok(translated) => {
+                                by_pattern.insert(translated.unwrap_or(raw), schema);
+                            }
+                            Err(why) => skipped.push((
+                                push(&push(at, "patternProperties"), &raw),
+                                format!("patternProperties key {raw:?} skipped: {why}"),
+                            )),
+                        }
+                    }
+                }
+                true
+            });
+        }
+        for (at, message) in skipped {
+            self.warn(at, message);
+        }
+    }
+
+    fn restructure(&mut self) {
+        let origins = &self.origins;
+        // A slot's `$ref` back to its document pointer, whose last token names the schema.
+        let origin = |reference: &str| {
+            let slot: usize = reference.strip_prefix("#/s/")?.parse().ok()?;
+            origins.get(slot).cloned()
+        };
+        for slot in &mut self.slots {
+            each_schema_mut(slot, "", &mut |_, node| {
+                dialect::restructure(node, &origin);
+                true
+            });
+        }
+    }
+}
+
+/// The pointer a `$ref` names, if it resolves inside `doc`.
+fn check_ref(doc: &Value, target: &str) -> Result<String, String> {
+    let Some(fragment) = walk::local_target(target) else {
+        return Err(format!(
+            "$ref {target:?} is not local; only references into this document (#/...) are supported"
+        ));
+    };
+    if doc.pointer(&fragment).is_none() {
+        return Err(format!("$ref {target:?} points at nothing in the document"));
+    }
+    Ok(fragment)
+}
+
+/// Whether the engine compiles `pattern`.
+fn compiles(pattern: &str) -> bool {
+    jsonschema::options()
+        .should_validate_formats(false)
+        .build(&json!({ "pattern": pattern }))
+        .is_ok()
+}
+
+/// What to do about a meta-schema error; pointers are relative to the slot.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Remedy {
+    /// Remove `key` from the object at `parent` (or neutralise the array item).
+    Drop { parent: String, key: String },
+    /// The slot's schema itself is not a schema: make it `true`.
+    Root,
+    /// The schema at this pointer is `null`: the document is broken.
+    Refuse(String),
+}
+
+/// Finds the keyword, list item or map entry a meta-schema error at `instance_path` is about.
+fn remedy(schema: &Value, instance_path: &str) -> Remedy {
+    let mut node = schema;
+    let mut at = String::new();
+    // Where `node` sits, so it can be dropped if it is not a schema at all.
+    let mut place: Option<(String, String)> = None;
+    let mut path = tokens(instance_path);
+    loop {
+        let Some(keyword) = path.next() else {
+            return match (node.is_null(), place) {
+                (true, _) => Remedy::Refuse(at),
+                (false, Some((parent, key))) => Remedy::Drop { parent, key },
+                (false, None) => Remedy::Root,
+            };
+        };
+        let keyword = keyword.into_owned();
+        let Some(value) = node.as_object().and_then(|m| m.get(&keyword)) else {
+            return Remedy::Drop {
+                parent: at,
+                key: keyword,
+            };
+        };
+        let keyword_at = push(&at, &keyword);
+        let (next, next_at, next_place) = match (holds(&keyword, value), value) {
+            (Holds::One, value) => (value, keyword_at, (at, keyword)),
+            (Holds::List, Value::Array(items)) => {
+                let item = path.next().and_then(|i| {
+                    let index = i.parse::<usize>().ok()?;
+                    Some((items.get(index)?, i.into_owned()))
+                });
+                match item {
+                    Some((item, index)) => {
+                        (item, format!("{keyword_at}/{index}"), (keyword_at, index))
+                    }
+                    None => {
+                        return Remedy::Drop {
+                            parent: at,
+                            key: keyword,
+                        };
+                    }
+                }
+            }
+            (Holds::Map, Value::Object(entries)) => {
+                let entry = path
+                    .next()
+                    .and_then(|name| Some((entries.get(&*name)?, name.into_owned())));
+                match entry {
+                    Some((entry, name)) => (entry, push(&keyword_at, &name), (keyword_at, name)),
+                    None => {
+                        return Remedy::Drop {
+                            parent: at,
+                            key: keyword,
+                        };
+                    }
+                }
+            }
+            _ => {
+                return Remedy::Drop {
+                    parent: at,
+                    key: keyword,
+                };
+            }
+        };
+        node = next;
+        at = next_at;
+        place = Some(next_place);
+    }
+}
+
+/// Applies a remedy to a slot's schema: removes the key from its object, makes an array item
+/// or the whole schema `true`. Whether anything changed.
+fn drop_at(schema: &mut Value, remedy: &Remedy) -> bool {
+    let (parent, key) = match remedy {
+        Remedy::Drop { parent, key } => (parent, key),
+        Remedy::Root => {
+            *schema = Value::Bool(true);
+            return true;
+        }
+        Remedy::Refuse(_) => return false,
+    };
+    match schema.pointer_mut(parent) {
+        Some(Value::Object(map)) => map.remove(key).is_some(),
+        Some(Value::Array(items)) => match key.parse::<usize>().ok().and_then(|i| items.get_mut(i))
+        {
+            Some(item) => {
+                *item = Value::Bool(true);
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// Keeps echoed document text short.
+fn clip(text: &str) -> String {
+    const MAX: usize = 160;
+    match text.char_indices().nth(MAX) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile_one(
+        doc: Value,
+        dialect: Dialect,
+    ) -> (Result<Arc<RequestSchema>, SpecError>, Vec<SpecWarning>) {
+        let mut warnings = Vec::new();
+        let result = compile(&doc, &["/s".to_owned()], dialect, "t.json", &mut warnings)
+            .map(|mut all| all.remove("/s").unwrap());
+        (result, warnings)
+    }
+
+    fn pointers(warnings: &[SpecWarning]) -> Vec<&str> {
+        warnings.iter().map(|w| w.0.pointer.as_str()).collect()
+    }
+
+    #[test]
+    fn only_what_is_referenced_is_looked_at() {
+        let doc = json!({
+            "s": {"$ref": "#/components/schemas/Used"},
+            "components": {"schemas": {
+                "Used": {"type": "object", "required": ["a"]},
+                "Unused": {"type": 12, "pattern": "[", "x": {"$ref": "#/nowhere"}}
+            }}
+        });
+        let (schema, warnings) = compile_one(doc, Dialect::Oas31);
+        let schema = schema.unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(schema.is_valid(&json!({"a": 1})) && !schema.is_valid(&json!({})));
+    }
+
+    #[test]
+    fn a_ref_to_nowhere_and_a_null_schema_refuse_with_their_pointers() {
+        let doc = json!({"s": {"properties": {"x": {"$ref": "#/components/schemas/Nope"}}}});
+        let e = compile_one(doc, Dialect::Oas31).0.unwrap_err();
+        assert_eq!(e.pointer, "/s/properties/x/$ref");
+        assert!(e.message.contains("points at nothing"), "{e}");
+        let doc = json!({"s": {"properties": {"x": null}}});
+        let e = compile_one(doc, Dialect::Oas31).0.unwrap_err();
+        assert_eq!(e.pointer, "/s/properties/x");
+    }
+
+    #[test]
+    fn keywords_that_are_not_json_schema_are_dropped_with_a_warning() {
+        let doc = json!({"s": {"type": "object", "required": true, "properties": {
+            "a": {"type": "strin"}, "b": {"type": "string", "pattern": 0, "maxLength": "9"},
+            "c": "string"
+        }}});
+        let (schema, warnings) = compile_one(doc, Dialect::Oas31);
+        let schema = schema.unwrap();
+        assert_eq!(
+            pointers(&warnings),
+            [
+                "/s/properties/a/type",
+                "/s/properties/b/maxLength",
+                "/s/properties/b/pattern",
+                "/s/properties/c",
+                "/s/required"
+            ]
+        );
+        assert!(
+            warnings[0]
+                .to_string()
+                .starts_with("t.json at /s/properties/a/type: not valid JSON Schema")
+        );
+        assert!(schema.is_valid(&json!({"a": 5, "b": "anything at all", "c": []})));
+        assert!(!schema.is_valid(&json!({"b": 5})));
+    }
+
+    #[test]
+    fn vendor_patterns_are_read_as_javascript_reads_them_or_skipped() {
+        let doc = json!({"s": {"properties": {
+            "hex": {"type": "string", "pattern": "^\\p{XDigit}{4}$"},
+            "domain": {"type": "string", "pattern": "\\A[a-z.]+\\Z"},
+            "vague": {"type": "string", "pattern": "[a-z]{1-20}"}
+        }, "patternProperties": {"^x-[\\w-.]+$": {"type": "string"}}}});
+        let (schema, warnings) = compile_one(doc, Dialect::Oas31);
+        let schema = schema.unwrap();
+        assert_eq!(pointers(&warnings), ["/s/properties/vague/pattern"]);
+        assert!(
+            warnings[0].0.message.contains("malformed quantifier"),
+            "{}",
+            warnings[0]
+        );
+        assert!(schema.is_valid(&json!({"hex": "0aF9", "domain": "a.example", "vague": "!!"})));
+        assert!(!schema.is_valid(&json!({"hex": "0aG9"})));
+        assert!(!schema.is_valid(&json!({"domain": "A.example"})));
+        assert!(!schema.is_valid(&json!({"x-a.b": 1})));
+        assert!(schema.is_valid(&json!({"x-a.b": "s"})));
+    }
+
+    #[test]
+    fn openapi_30_reads_as_draft4_with_its_own_changes() {
+        let doc = json!({
+            "s": {"type": "object", "properties": {
+                "n": {"type": "number", "minimum": 0, "exclusiveMinimum": true},
+                "note": {"type": "string", "nullable": true},
+                "thing": {"$ref": "#/components/schemas/Thing", "type": "integer", "nullable": true}
+            }},
+            "components": {"schemas": {"Thing": {"type": "object"}}}
+        });
+        let (schema, warnings) = compile_one(doc, Dialect::Oas30);
+        let schema = schema.unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(schema.is_valid(&json!({"n": 0.5, "note": null, "thing": null})));
+        assert!(
+            schema.is_valid(&json!({"thing": {}})),
+            "the sibling type is ignored"
+        );
+        assert!(!schema.is_valid(&json!({"n": 0})));
+        assert!(!schema.is_valid(&json!({"thing": 1})));
+    }
+
+    #[test]
+    fn a_discriminator_checks_the_one_alternative_it_names() {
+        let doc = json!({
+            "s": {"oneOf": [{"$ref": "#/components/schemas/Cat"}, {"$ref": "#/components/schemas/Dog"}],
+                  "discriminator": {"propertyName": "kind"}},
+            "components": {"schemas": {
+                // Overlapping alternatives: a plain oneOf refuses every cat.
+                "Cat": {"type": "object", "properties": {"kind": {"type": "string"}, "claws": {"type": "boolean"}}},
+                "Dog": {"type": "object", "properties": {"kind": {"type": "string"}, "bark": {"type": "string"}}}
+            }}
+        });
+        let (schema, _) = compile_one(doc, Dialect::Oas30);
+        let schema = schema.unwrap();
+        assert!(schema.is_valid(&json!({"kind": "Cat", "claws": true})));
+        assert!(!schema.is_valid(&json!({"kind": "Cat", "claws": "sharp"})));
+        let v = schema.violations(&json!({"kind": "Cat", "claws": "sharp"}));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].source.pointer, "/claws");
+        let v = schema.violations(&json!({"kind": "Cow"}));
+        assert_eq!(v[0].source.pointer, "/kind");
+        assert_eq!(v[0].code, "enum");
+    }
+
+    #[test]
+    fn shared_schemas_compile_once() {
+        let doc = json!({
+            "a": {"$ref": "#/components/schemas/T"},
+            "components": {"schemas": {"T": {"type": "object"}}}
+        });
+        let roots = [
+            "/components/schemas/T".to_owned(),
+            "/components/schemas/T".to_owned(),
+            "/a".to_owned(),
+        ];
+        let compiled = compile(&doc, &roots, Dialect::Oas31, "t", &mut Vec::new()).unwrap();
+        assert_eq!(compiled.len(), 2);
+    }
+}
