@@ -121,16 +121,17 @@ pub fn validate_json(
         });
     }
     let value = crate::json::parse(bytes, max_depth)?;
-    if let Some(schema) = &json.schema {
-        // The fast check first: a valid body (the common case) never builds error messages.
-        if !schema.is_valid(&value) {
-            return Err(Error::SchemaViolations {
-                operation_id: operation.id.to_string(),
-                violations: schema.violations(&value),
-            });
-        }
+    let Some(schema) = &json.schema else {
+        return Ok(Some(value));
+    };
+    // The fast check first: a valid body (the common case) never builds error messages.
+    match schema.check(value) {
+        Ok(value) => Ok(Some(value)),
+        Err(violations) => Err(Error::SchemaViolations {
+            operation_id: operation.id.to_string(),
+            violations,
+        }),
     }
-    Ok(Some(value))
 }
 
 /// Checks an already read body against `operation`: the parsed JSON body, if it has one, or

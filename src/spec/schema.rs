@@ -1,5 +1,7 @@
 //! Compiling an operation's request schema, and explaining its violations to a person.
 
+use std::sync::Arc;
+
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{Draft, Registry, ValidationError, Validator};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
@@ -33,44 +35,114 @@ const FRAGMENT: &AsciiSet = &CONTROLS
 pub const MAX_VIOLATIONS: usize = 32;
 
 /// A compiled request body schema.
+///
+/// All of a document's request schemas are compiled together into one validator, so a
+/// component they share is compiled once however many operations use it: its `properties`
+/// name each schema by a key (`{"7": {"$ref": "...#/s/7"}}`), and a body is checked as the
+/// value of its schema's key (`{"7": body}`).
 pub struct RequestSchema {
-    validator: Validator,
+    set: Arc<Validator>,
+    key: Box<str>,
 }
 
 impl std::fmt::Debug for RequestSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestSchema").finish_non_exhaustive()
+        f.debug_struct("RequestSchema")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 
+/// The URI of the schema at `pointer` of the registered document.
+fn uri(pointer: &str) -> String {
+    format!("{SPEC_URI}#{}", utf8_percent_encode(pointer, FRAGMENT))
+}
+
+fn options() -> jsonschema::ValidationOptions<'static> {
+    jsonschema::options()
+        .with_draft(Draft::Draft202012)
+        // Formats are annotations: the vendor does not enforce `email` or `uri` strictly, and a
+        // gateway stricter than its upstream refuses requests that would have worked. Tighten
+        // with `pattern` in an overlay instead.
+        .should_validate_formats(false)
+}
+
 impl RequestSchema {
-    /// Compiles the schema at `pointer` of the document `registry` holds under [`SPEC_URI`].
+    /// Compiles the schemas at `pointers` of the document `registry` holds under [`SPEC_URI`],
+    /// together; one [`RequestSchema`] for each, in order.
     ///
-    /// The caller has checked that every `$ref` below it resolves and that it is valid JSON
-    /// Schema; an error here is the engine's own, as text.
-    pub(super) fn compile(registry: &Registry<'_>, pointer: &str) -> Result<Self, String> {
-        let validator = jsonschema::options()
-            .with_draft(Draft::Draft202012)
+    /// The caller has checked that every `$ref` below them resolves and that they are valid
+    /// JSON Schema. An error here is the engine's own: the pointer of a schema that fails on
+    /// its own, and why.
+    pub(super) fn compile_all(
+        registry: &Registry<'_>,
+        pointers: &[String],
+    ) -> Result<Vec<Self>, (String, String)> {
+        let properties: serde_json::Map<String, Value> = pointers
+            .iter()
+            .enumerate()
+            .map(|(i, pointer)| (i.to_string(), json!({ "$ref": uri(pointer) })))
+            .collect();
+        let set = match options()
             .with_registry(registry)
-            // Formats are annotations: the vendor does not enforce `email` or `uri` strictly, and
-            // a gateway stricter than its upstream refuses requests that would have worked.
-            // Tighten with `pattern` in an overlay instead.
-            .should_validate_formats(false)
-            .build(&json!({ "$ref": format!("{SPEC_URI}#{}", utf8_percent_encode(pointer, FRAGMENT)) }))
-            .map_err(|e| e.to_string())?;
-        Ok(RequestSchema { validator })
+            .build(&json!({ "properties": properties }))
+        {
+            Ok(set) => Arc::new(set),
+            Err(error) => {
+                // Find the schema at fault, to name it.
+                for pointer in pointers {
+                    if let Err(e) = options()
+                        .with_registry(registry)
+                        .build(&json!({ "$ref": uri(pointer) }))
+                    {
+                        return Err((pointer.clone(), e.to_string()));
+                    }
+                }
+                return Err((String::new(), error.to_string()));
+            }
+        };
+        Ok((0..pointers.len())
+            .map(|i| RequestSchema {
+                set: set.clone(),
+                key: i.to_string().into(),
+            })
+            .collect())
+    }
+
+    /// Checks `body`: handed back if it is valid, its violations if not.
+    pub fn check(&self, body: Value) -> Result<Value, Vec<Violation>> {
+        let wrapped = self.wrap(body);
+        if self.set.is_valid(&wrapped) {
+            let Value::Object(mut wrapper) = wrapped else {
+                unreachable!("wrap makes an object")
+            };
+            return Ok(wrapper.swap_remove(&*self.key).expect("wrap put it there"));
+        }
+        Err(self.violations_of(&wrapped))
     }
 
     /// Whether `body` satisfies the schema.
     pub fn is_valid(&self, body: &Value) -> bool {
-        self.validator.is_valid(body)
+        self.set.is_valid(&self.wrap(body.clone()))
     }
 
     /// Every violation in `body` (at most [`MAX_VIOLATIONS`]), each with a pointer and a message.
     pub fn violations(&self, body: &Value) -> Vec<Violation> {
+        self.violations_of(&self.wrap(body.clone()))
+    }
+
+    fn wrap(&self, body: Value) -> Value {
+        let mut wrapper = serde_json::Map::with_capacity(1);
+        wrapper.insert(self.key.to_string(), body);
+        Value::Object(wrapper)
+    }
+
+    fn violations_of(&self, wrapped: &Value) -> Vec<Violation> {
+        let prefix = format!("/{}", self.key);
         let mut out = Vec::new();
-        for error in self.validator.iter_errors(body) {
-            explain(&error, &mut out);
+        for error in self.set.iter_errors(wrapped) {
+            let path = error.instance_path().as_str();
+            explain(&error, path.strip_prefix(&prefix).unwrap_or(path), &mut out);
             if out.len() >= MAX_VIOLATIONS {
                 out.truncate(MAX_VIOLATIONS);
                 break;
@@ -81,8 +153,7 @@ impl RequestSchema {
 }
 
 /// Turns one validation error into the violations a person reads.
-fn explain(error: &ValidationError<'_>, out: &mut Vec<Violation>) {
-    let at = error.instance_path().as_str();
+fn explain(error: &ValidationError<'_>, at: &str, out: &mut Vec<Violation>) {
     let violation = |pointer: String, code: &'static str, what: String| Violation {
         title: format!("{}: {what}", if at.is_empty() { "body" } else { at }),
         code,
@@ -210,7 +281,9 @@ mod tests {
             .add(SPEC_URI, Draft::Draft202012.create_resource(doc))
             .and_then(|r| r.prepare())
             .unwrap();
-        RequestSchema::compile(&registry, "/s").unwrap()
+        RequestSchema::compile_all(&registry, &["/s".to_owned()])
+            .unwrap()
+            .remove(0)
     }
 
     #[test]

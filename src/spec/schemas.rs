@@ -59,17 +59,26 @@ pub(super) fn compile(
         .add(SPEC_URI, Draft::Draft202012.create_resource(copy))
         .and_then(|r| r.prepare())
         .map_err(|e| SpecError::new(file, "", format!("cannot index the schemas: {e}")))?;
-    let mut compiled = HashMap::with_capacity(roots.len());
-    for root in roots {
-        if compiled.contains_key(root) {
-            continue;
-        }
-        let slot = slot_of[root];
-        let schema = RequestSchema::compile(&registry, &format!("/s/{slot}"))
-            .map_err(|message| SpecError::new(file, root.clone(), message))?;
-        compiled.insert(root.clone(), Arc::new(schema));
-    }
-    Ok(compiled)
+    let mut distinct: Vec<&String> = roots.iter().collect();
+    distinct.sort();
+    distinct.dedup();
+    let pointers: Vec<String> = distinct
+        .iter()
+        .map(|root| format!("/s/{}", slot_of[*root]))
+        .collect();
+    let schemas = RequestSchema::compile_all(&registry, &pointers).map_err(|(at, message)| {
+        let root = distinct
+            .iter()
+            .zip(&pointers)
+            .find(|(_, slot)| **slot == at)
+            .map_or(String::new(), |(root, _)| (*root).clone());
+        SpecError::new(file, root, message)
+    })?;
+    Ok(distinct
+        .into_iter()
+        .cloned()
+        .zip(schemas.into_iter().map(Arc::new))
+        .collect())
 }
 
 struct SchemaSet<'a> {
