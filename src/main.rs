@@ -181,6 +181,9 @@ fn serve(config: Option<PathBuf>, mock: bool) -> Result<(), StartError> {
         let _trim =
             tokio_util::task::AbortOnDropHandle::new(tokio::spawn(memory::trim_periodically()));
         let app = App::build(config, file, mock)?;
+        // Loading a large document frees far more than it keeps (the parsed document itself):
+        // hand that back before serving rather than at the first periodic trim.
+        memory::trim();
         app.run().await
     })
 }
