@@ -88,14 +88,9 @@ pub(super) fn convert(mut doc: Value) -> Result<Value, ConvertError> {
                         &global_produces,
                     )?)
                 }
-                ("parameters", Value::Array(list)) => Value::Array(
-                    list.iter()
-                        .filter(|p| {
-                            !matches!(resolved_location(&doc, p), Some("body" | "formData"))
-                        })
-                        .map(parameter)
-                        .collect(),
-                ),
+                ("parameters", Value::Array(list)) => {
+                    Value::Array(list.iter().map(|p| parameter_in_place(&doc, p)).collect())
+                }
                 _ => value.clone(),
             };
             converted.insert(field.clone(), converted_value);
@@ -222,6 +217,17 @@ fn field_schema(parameter: &Value) -> Value {
         items.remove("collectionFormat");
     }
     Value::Object(schema)
+}
+
+/// A parameter of a list, converted where it stands: a `body` or `formData` one stays as it is
+/// (its schema is referenced there by the request body, and OpenAPI 3 has no such location),
+/// any other becomes a 3.0 parameter. Keeping every item keeps every index, and so every
+/// pointer into the list.
+fn parameter_in_place(doc: &Value, p: &Value) -> Value {
+    match resolved_location(doc, p) {
+        Some("body" | "formData") => p.clone(),
+        _ => parameter(p),
+    }
 }
 
 /// A non-body parameter in 3.0 form; a `$ref` to `#/parameters/X` becomes one to
@@ -386,14 +392,11 @@ fn operation(
     for (field, value) in op {
         match field.as_str() {
             "parameters" => {
-                let kept: Vec<Value> = own
+                let converted: Vec<Value> = own
                     .iter()
-                    .filter(|(_, p)| {
-                        !matches!(resolved_location(doc, p), Some("body" | "formData"))
-                    })
-                    .map(|(_, p)| parameter(p))
+                    .map(|(_, p)| parameter_in_place(doc, p))
                     .collect();
-                out.insert("parameters".into(), Value::Array(kept));
+                out.insert("parameters".into(), Value::Array(converted));
             }
             "responses" => {
                 let converted: Map<String, Value> = value
@@ -554,7 +557,10 @@ mod tests {
             post["requestBody"],
             json!({"content": {"application/json": {"schema": {"$ref": "#/parameters/PetBody/schema"}}}, "required": true})
         );
-        assert_eq!(post["parameters"], json!([]));
+        assert_eq!(
+            post["parameters"],
+            json!([{"$ref": "#/parameters/PetBody"}])
+        );
         let created = &post["responses"]["201"]["content"]["application/json"];
         assert_eq!(created["example"], json!({"id": 1}));
         assert_eq!(
@@ -581,8 +587,12 @@ mod tests {
         );
         assert_eq!(schema["required"], json!(["file"]));
         assert_eq!(
-            photo["parameters"],
-            json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}])
+            photo["parameters"][0],
+            json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}})
+        );
+        assert_eq!(
+            photo["parameters"][1]["in"], "formData",
+            "left where it was"
         );
         let tags = &doc["paths"]["/pets"]["get"]["parameters"][0];
         assert_eq!(

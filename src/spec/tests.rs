@@ -215,3 +215,69 @@ fn x_specgate_audit_overrides_which_operations_are_audited() {
     let e = Spec::compile("t.json", doc).unwrap_err();
     assert_eq!(e.pointer, "/paths/~1things~1{id}/put/x-specgate-audit");
 }
+
+#[test]
+fn swagger_2_documents_load_and_their_bodies_are_validated_where_they_are() {
+    let doc = json!({
+        "swagger": "2.0",
+        "info": {"title": "pets", "version": "1"},
+        "host": "pets.example.com",
+        "basePath": "/v2",
+        "securityDefinitions": {"key": {"type": "apiKey", "in": "header", "name": "X-Pet-Key"}},
+        "paths": {"/pets": {"post": {
+            "parameters": [{"in": "body", "name": "pet", "required": true,
+                            "schema": {"$ref": "#/definitions/Pet"}}],
+            "responses": {"201": {"description": "made", "examples": {"application/json": {"id": 1}}}}
+        }}},
+        "definitions": {"Pet": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string", "x-nullable": true},
+            "tag": {"type": "strin"}
+        }}}
+    });
+    let spec = Spec::compile("pets.json", doc).unwrap();
+    assert_eq!(spec.version, "2.0");
+    assert_eq!(spec.base_path, "/v2");
+    assert_eq!(spec.credential_header, "x-pet-key");
+    // A problem in a schema is reported where it is in the Swagger file.
+    assert_eq!(spec.warnings.len(), 1, "{:?}", spec.warnings);
+    assert_eq!(
+        spec.warnings[0].0.pointer,
+        "/definitions/Pet/properties/tag/type"
+    );
+    let op = &spec.operations[0];
+    assert!(op.creates);
+    assert_eq!(
+        op.example.as_ref().unwrap().status,
+        http::StatusCode::CREATED
+    );
+    let body = op.body.as_ref().unwrap();
+    assert!(body.required);
+    let schema = body.json.as_ref().unwrap().schema.as_ref().unwrap();
+    assert!(schema.is_valid(&json!({"name": "Rex"})));
+    assert!(schema.is_valid(&json!({"name": null})), "x-nullable");
+    let v = schema.violations(&json!({"name": 5}));
+    assert_eq!(v[0].source.pointer, "/name");
+    assert_eq!(schema.violations(&json!({}))[0].code, "required");
+}
+
+#[test]
+fn a_byte_order_mark_and_openapi_3_2_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api.yaml");
+    let text = "\u{feff}openapi: 3.2.0\ninfo: {title: t, version: '1'}\npaths:\n  /a:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema: {type: object, required: [x]}\n      responses: {'200': {description: ok}}\n";
+    std::fs::write(&path, text).unwrap();
+    let spec = Spec::load(&SpecSource {
+        path: Some(path),
+        overlays: Some(Vec::new()),
+    })
+    .unwrap();
+    assert_eq!(spec.version, "3.2.0");
+    let schema = spec.operations[0]
+        .body
+        .as_ref()
+        .unwrap()
+        .json
+        .as_ref()
+        .unwrap();
+    assert!(!schema.schema.as_ref().unwrap().is_valid(&json!({})));
+}
