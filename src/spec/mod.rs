@@ -259,18 +259,23 @@ impl Spec {
 
     /// Compiles an already parsed (and overlaid) document; `file` names it in errors.
     pub fn compile(file: &str, doc: Value) -> Result<Spec, SpecError> {
+        let mut warnings = Vec::new();
         let (version, dialect, doc) = match version_of(&doc) {
             Version::OpenApi(version, dialect) => (version, dialect, doc),
             Version::Swagger2 => {
-                let converted = swagger2::convert(doc)
+                let (converted, problems) = swagger2::convert(doc)
                     .map_err(|(pointer, message)| SpecError::new(file, pointer, message))?;
+                warnings.extend(
+                    problems
+                        .iter()
+                        .map(|(at, message)| warning(file, at, message)),
+                );
                 ("2.0".to_owned(), Dialect::Oas30, converted)
             }
             Version::Unsupported(pointer, message) => {
                 return Err(SpecError::new(file, pointer, message));
             }
         };
-        let mut warnings = Vec::new();
         let paths = doc
             .get("paths")
             .and_then(Value::as_object)

@@ -17,11 +17,13 @@ use serde_json::{Map, Value, json};
 
 use super::walk::{local_target, push};
 
-/// An error in the Swagger document: its pointer and what is wrong.
-pub(super) type ConvertError = (String, String);
+/// A problem in the Swagger document: its pointer and what is wrong.
+pub(super) type Problem = (String, String);
 
-/// Converts a Swagger 2.0 document (already known to say `swagger: "2.0"`).
-pub(super) fn convert(mut doc: Value) -> Result<Value, ConvertError> {
+/// Converts a Swagger 2.0 document (already known to say `swagger: "2.0"`), with what it
+/// works around by checking less (warnings).
+pub(super) fn convert(mut doc: Value) -> Result<(Value, Vec<Problem>), Problem> {
+    let mut warnings = Vec::new();
     let root = doc.as_object().cloned().unwrap_or_default();
     let global_consumes = media_list(root.get("consumes"));
     let global_produces = media_list(root.get("produces"));
@@ -83,9 +85,9 @@ pub(super) fn convert(mut doc: Value) -> Result<Value, ConvertError> {
                         op,
                         &op_at,
                         &shared,
-                        &item_at,
                         &global_consumes,
                         &global_produces,
+                        &mut warnings,
                     )?)
                 }
                 ("parameters", Value::Array(list)) => {
@@ -104,7 +106,7 @@ pub(super) fn convert(mut doc: Value) -> Result<Value, ConvertError> {
     map.insert("paths".into(), Value::Object(paths));
     map.insert("components".into(), Value::Object(components));
     map.insert("servers".into(), servers);
-    Ok(doc)
+    Ok((doc, warnings))
 }
 
 fn media_list(value: Option<&Value>) -> Vec<String> {
@@ -324,10 +326,10 @@ fn operation(
     op: &Map<String, Value>,
     op_at: &str,
     shared: &[Value],
-    item_at: &str,
     global_consumes: &[String],
     global_produces: &[String],
-) -> Result<Map<String, Value>, ConvertError> {
+    warnings: &mut Vec<Problem>,
+) -> Result<Map<String, Value>, Problem> {
     let consumes = match op.get("consumes") {
         Some(list) => media_list(Some(list)),
         None => global_consumes.to_vec(),
@@ -336,6 +338,7 @@ fn operation(
         Some(list) => media_list(Some(list)),
         None => global_produces.to_vec(),
     };
+    let item_at = op_at.rsplit_once('/').map_or("", |(item, _)| item);
     // Path-level parameters apply unless the operation redefines the same name and location.
     let own: Vec<(String, &Value)> = op
         .get("parameters")
@@ -422,11 +425,16 @@ fn operation(
         } else {
             consumes.clone()
         };
-        let schema = json!({ "$ref": format!("#{}", push(&at, "schema")) });
-        let content: Map<String, Value> = types
-            .into_iter()
-            .map(|t| (t, json!({ "schema": schema })))
-            .collect();
+        let media = if body.get("schema").is_some() {
+            json!({ "schema": { "$ref": format!("#{}", push(&at, "schema")) } })
+        } else {
+            warnings.push((
+                at.clone(),
+                "a body parameter needs a schema; without one its body is not checked".to_owned(),
+            ));
+            json!({})
+        };
+        let content: Map<String, Value> = types.into_iter().map(|t| (t, media.clone())).collect();
         out.insert(
             "requestBody".into(),
             json!({
@@ -532,7 +540,7 @@ mod tests {
 
     #[test]
     fn servers_and_security_schemes() {
-        let doc = convert(petstore()).unwrap();
+        let (doc, _) = convert(petstore()).unwrap();
         assert_eq!(
             doc["servers"],
             json!([{"url": "https://petstore.example.com/v2"}])
@@ -551,7 +559,7 @@ mod tests {
 
     #[test]
     fn a_body_parameter_becomes_a_request_body_pointing_at_its_schema() {
-        let doc = convert(petstore()).unwrap();
+        let (doc, _) = convert(petstore()).unwrap();
         let post = &doc["paths"]["/pets"]["post"];
         assert_eq!(
             post["requestBody"],
@@ -574,7 +582,7 @@ mod tests {
 
     #[test]
     fn form_fields_become_a_multipart_schema_and_parameters_take_3_0_form() {
-        let doc = convert(petstore()).unwrap();
+        let (doc, _) = convert(petstore()).unwrap();
         let photo = &doc["paths"]["/pets/{id}/photo"]["post"];
         let schema = &photo["requestBody"]["content"]["multipart/form-data"]["schema"];
         assert_eq!(
@@ -607,6 +615,17 @@ mod tests {
             doc["components"]["parameters"]["Limit"]["schema"],
             json!({"type": "integer", "maximum": 100})
         );
+    }
+
+    #[test]
+    fn a_body_parameter_without_a_schema_takes_any_body_with_a_warning() {
+        let mut doc = petstore();
+        doc["paths"]["/pets"]["post"]["parameters"] = json!([{"in": "body", "name": "pet"}]);
+        let (doc, warnings) = convert(doc).unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(warnings[0].0, "/paths/~1pets/post/parameters/0");
+        let content = &doc["paths"]["/pets"]["post"]["requestBody"]["content"];
+        assert_eq!(content["application/json"], json!({}));
     }
 
     #[test]
