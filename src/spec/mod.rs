@@ -11,6 +11,7 @@
 //! shape. What leaves the document without a meaning is a [`SpecError`] and it does not load:
 //! a `$ref` to nowhere, a schema that is `null`, no `paths`.
 
+mod bundle;
 mod dialect;
 mod document;
 mod example;
@@ -252,7 +253,18 @@ impl Spec {
                 }
             }
         }
-        let mut spec = Spec::compile(&origin, doc)?;
+        // After the overlays, so a `$ref` an overlay adds is resolved too.
+        let bundle = match &source.path {
+            Some(path) => bundle::Bundle::resolve(&mut doc, path)?,
+            None => bundle::Bundle::default(),
+        };
+        let mut spec = Spec::compile(&origin, doc).map_err(|mut error| {
+            bundle.locate(&mut error);
+            error
+        })?;
+        for warning in &mut spec.warnings {
+            bundle.locate(&mut warning.0);
+        }
         spec.overlays = applied;
         Ok(spec)
     }

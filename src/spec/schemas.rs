@@ -324,7 +324,8 @@ impl SchemaSet<'_> {
 fn check_ref(doc: &Value, target: &str) -> Result<String, String> {
     let Some(fragment) = walk::local_target(target) else {
         return Err(format!(
-            "$ref {target:?} is not local; only references into this document (#/...) are supported"
+            "$ref {target:?} is not local: a reference into another file is read only when the \
+             document is loaded from a file"
         ));
     };
     if doc.pointer(&fragment).is_none() {

@@ -281,3 +281,65 @@ fn a_byte_order_mark_and_openapi_3_2_load() {
         .unwrap();
     assert!(!schema.schema.as_ref().unwrap().is_valid(&json!({})));
 }
+
+#[test]
+fn a_document_split_over_files_loads_and_problems_name_their_own_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = dir.path().join("api.yaml");
+    std::fs::write(
+        &api,
+        "openapi: 3.0.3\ninfo: {title: t, version: '1'}\npaths:\n  /pets:\n    $ref: 'paths/pets.yaml'\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("paths")).unwrap();
+    std::fs::write(
+        dir.path().join("paths/pets.yaml"),
+        "post:\n  requestBody:\n    content:\n      application/json:\n        schema: {$ref: '../schemas.yaml#/Pet'}\n  responses: {'200': {description: ok}}\n",
+    )
+    .unwrap();
+    let schemas = dir.path().join("schemas.yaml");
+    std::fs::write(
+        &schemas,
+        "Pet: {type: object, required: [name], properties: {name: {type: string}, tag: {type: strin}}}\nUnused: {$ref: 'nowhere.yaml'}\n",
+    )
+    .unwrap();
+    let load = || {
+        Spec::load(&SpecSource {
+            path: Some(api.clone()),
+            overlays: Some(Vec::new()),
+        })
+    };
+    let spec = load().unwrap();
+    let schema = spec.operations[0]
+        .body
+        .as_ref()
+        .unwrap()
+        .json
+        .as_ref()
+        .unwrap();
+    assert!(
+        !schema
+            .schema
+            .as_ref()
+            .unwrap()
+            .is_valid(&json!({"name": 1}))
+    );
+    assert_eq!(spec.warnings.len(), 1);
+    let warning = &spec.warnings[0].0;
+    assert!(warning.file.ends_with("schemas.yaml"), "{warning}");
+    assert_eq!(warning.pointer, "/Pet/properties/tag/type");
+
+    // A reference that cannot be read refuses the document once something reaches it.
+    std::fs::write(
+        &schemas,
+        "Pet: {properties: {owner: {$ref: 'owners.yaml#/Owner'}}}\n",
+    )
+    .unwrap();
+    let e = load().unwrap_err();
+    assert!(e.file.ends_with("schemas.yaml"), "{e}");
+    assert_eq!(e.pointer, "/Pet/properties/owner/$ref");
+    assert!(
+        e.message.contains("owners.yaml, which does not exist"),
+        "{e}"
+    );
+}
