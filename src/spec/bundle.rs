@@ -43,7 +43,7 @@ impl Bundle {
             unread: HashMap::new(),
         };
         let base = path.parent().unwrap_or(Path::new(".")).to_owned();
-        bundler.rewrite(doc, &base, None, &root, "")?;
+        bundler.rewrite(doc, &base, None, &root, None)?;
         // Each file placed may refer to more; `placed` grows as they are read.
         let mut i = 0;
         while i < bundler.placed.len() {
@@ -53,7 +53,7 @@ impl Bundle {
             );
             let base = file.parent().unwrap_or(Path::new(".")).to_owned();
             let name = file.display().to_string();
-            bundler.rewrite(&mut contents, &base, Some(i), &name, "")?;
+            bundler.rewrite(&mut contents, &base, Some(i), &name, None)?;
             bundler.placed[i].1 = contents;
             i += 1;
         }
@@ -113,7 +113,7 @@ impl Bundler {
         base: &Path,
         index: Option<usize>,
         name: &str,
-        at: &str,
+        at: Option<&At<'_>>,
     ) -> Result<(), SpecError> {
         match value {
             Value::Object(map) => {
@@ -123,20 +123,29 @@ impl Bundler {
                         Target::At(rewritten) => *reference = rewritten,
                         Target::Unread(why) => {
                             let why = format!("$ref {reference:?} {why}");
-                            self.unread.insert((name.to_owned(), push(at, "$ref")), why);
+                            let pointer = push(&At::pointer(at), "$ref");
+                            self.unread.insert((name.to_owned(), pointer), why);
                         }
                     }
                 }
                 for (key, child) in map.iter_mut() {
                     // Examples are data: a `$ref` inside one is a property like any other.
                     if !matches!(key.as_str(), "example" | "examples" | "$ref") {
-                        self.rewrite(child, base, index, name, &push(at, key))?;
+                        let here = At {
+                            parent: at,
+                            token: Token::Key(key),
+                        };
+                        self.rewrite(child, base, index, name, Some(&here))?;
                     }
                 }
             }
             Value::Array(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
-                    self.rewrite(item, base, index, name, &format!("{at}/{i}"))?;
+                    let here = At {
+                        parent: at,
+                        token: Token::Index(i),
+                    };
+                    self.rewrite(item, base, index, name, Some(&here))?;
                 }
             }
             _ => {}
@@ -190,6 +199,36 @@ impl Bundler {
             }
         };
         Ok(Target::At(format!("#/{BUNDLED}/{placed}{fragment}")))
+    }
+}
+
+/// Where a value is, as a chain of borrowed steps: the walk costs nothing for the pointers it
+/// never needs.
+struct At<'a> {
+    parent: Option<&'a At<'a>>,
+    token: Token<'a>,
+}
+
+enum Token<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+impl At<'_> {
+    fn pointer(at: Option<&At<'_>>) -> String {
+        let mut steps = Vec::new();
+        let mut next = at;
+        while let Some(step) = next {
+            steps.push(step);
+            next = step.parent;
+        }
+        steps
+            .iter()
+            .rev()
+            .fold(String::new(), |pointer, step| match step.token {
+                Token::Key(key) => push(&pointer, key),
+                Token::Index(i) => format!("{pointer}/{i}"),
+            })
     }
 }
 
