@@ -10,47 +10,11 @@ use tokio::signal::unix::Signal;
 
 use crate::audit::ship::{ShipStats, Shipper};
 use crate::audit::{Auditor, OpenError};
-use crate::config::{Config, ConfigError, UpstreamMode};
+use crate::config::{Config, UpstreamMode};
 use crate::metrics::Metrics;
 use crate::reload::{Generation, Live, Serve};
-use crate::spec::SpecError;
-use crate::tls::TlsSetupError;
-use crate::token::TokenError;
-use crate::upstream::SetupError;
+pub use crate::startup::StartError;
 use crate::{admin, server};
-
-/// Why specgate did not start. Each renders as one line naming what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A setting is missing or malformed.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The spec or an overlay is unusable.
-    #[error("spec {0}")]
-    Spec(#[from] SpecError),
-    /// The token could not be read.
-    #[error(transparent)]
-    Token(#[from] TokenError),
-    /// The upstream client could not be set up.
-    #[error(transparent)]
-    Upstream(#[from] SetupError),
-    /// The audit log cannot be opened, or is damaged.
-    #[error("SPECGATE_AUDIT_LOG {0}")]
-    Audit(#[from] OpenError),
-    /// Inbound TLS could not be set up.
-    #[error(transparent)]
-    Tls(#[from] TlsSetupError),
-    /// A listener could not be bound.
-    #[error("{setting} ({addr}): cannot listen: {source}")]
-    Bind {
-        /// The setting.
-        setting: &'static str,
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-}
 
 /// A gateway built from its configuration, ready to serve.
 #[derive(Debug)]

@@ -20,13 +20,13 @@ use tower::ServiceExt;
 use tower::util::{BoxCloneSyncService, Either, Oneshot};
 use tower_service::Service;
 
-use crate::app::StartError;
 use crate::audit::Auditor;
 use crate::body::Body;
+use crate::client::ALLOW_ANY;
 use crate::config::ConfigError;
 use crate::config::{Config, TokenSource, UpstreamMode};
 use crate::error::Chain;
-use crate::layer::auth::{ALLOW_ANY, Clients};
+use crate::layer::auth::Clients;
 use crate::layer::credential::Credentials;
 use crate::layer::head::HeadLimits;
 use crate::metrics::Metrics;
@@ -34,6 +34,7 @@ use crate::mock::Mock;
 use crate::route::RouteTable;
 use crate::spec::{Spec, SpecWarning};
 use crate::stack;
+use crate::startup::StartError;
 use crate::token::TokenStore;
 use crate::upstream::{self, Upstream};
 

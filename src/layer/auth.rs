@@ -10,7 +10,6 @@
 //! rate limit, the operation check and the audit record, and in the [`ClientSlot`] for the
 //! layers outside this one (logs, response extensions).
 
-use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -20,91 +19,16 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::RefuseOr;
-use super::rate::Limiter;
 use crate::body::Body;
+use crate::client::{Authenticated, Client};
 use crate::config::ClientConfig;
 use crate::error::Error;
-use crate::route::Routed;
 
 /// The header a client may send its key in, instead of `Authorization: Bearer`.
 pub const X_SPECGATE_KEY: HeaderName = HeaderName::from_static("x-specgate-key");
 
 /// Longest key accepted.
 const MAX_KEY_LEN: usize = 512;
-
-/// The allow entry that also permits paths the spec does not have (when they are forwarded).
-pub const ALLOW_ANY: &str = "*";
-
-/// A configured client, ready to authenticate.
-#[derive(Debug)]
-pub struct Client {
-    name: Arc<str>,
-    key_sha256: Option<[u8; 32]>,
-    allow: Allow,
-    limiter: Option<Limiter>,
-}
-
-#[derive(Debug)]
-enum Allow {
-    All,
-    /// These operationIds; never a path the spec does not have.
-    Only(HashSet<String>),
-}
-
-impl Client {
-    /// The client as configured.
-    pub fn new(config: &ClientConfig) -> Self {
-        let allow = match &config.allow {
-            None => Allow::All,
-            Some(list) if list.iter().any(|op| op == ALLOW_ANY) => Allow::All,
-            Some(list) => Allow::Only(list.iter().cloned().collect()),
-        };
-        Client {
-            name: config.name.clone(),
-            key_sha256: config.key_sha256,
-            allow,
-            limiter: config.rate.map(Limiter::new),
-        }
-    }
-
-    /// A client known only by its certificate, with no configured entry: any operation, no
-    /// rate limit. Used when mutual TLS is the only client authentication.
-    fn certified(subject: Arc<str>) -> Self {
-        Client {
-            name: subject,
-            key_sha256: None,
-            allow: Allow::All,
-            limiter: None,
-        }
-    }
-
-    /// The client's name.
-    pub fn name(&self) -> &Arc<str> {
-        &self.name
-    }
-
-    /// Its rate limiter, if it has a rate.
-    pub fn limiter(&self) -> Option<&Limiter> {
-        self.limiter.as_ref()
-    }
-
-    /// Whether it may call the routed operation.
-    pub fn may_call(&self, routed: &Routed) -> bool {
-        match &self.allow {
-            Allow::All => true,
-            Allow::Only(_) if routed.unspecified => false,
-            Allow::Only(_) => self.may_call_id(&routed.operation.id),
-        }
-    }
-
-    /// Whether the allow list names the operation `id`.
-    pub fn may_call_id(&self, id: &str) -> bool {
-        match &self.allow {
-            Allow::All => true,
-            Allow::Only(operations) => operations.contains(id),
-        }
-    }
-}
 
 /// The subject of a verified client certificate, put in each request's extensions by the TLS
 /// listener.
@@ -113,10 +37,6 @@ pub struct PeerCertificate {
     /// The subject's common name (or the whole subject, when it has no common name).
     pub subject: Arc<str>,
 }
-
-/// The authenticated client, in the request's extensions.
-#[derive(Clone, Debug)]
-pub struct Authenticated(pub Arc<Client>);
 
 /// The authenticated client's name, in the request's extensions (for the audit record) and the
 /// response's (for access logs and metrics).
@@ -156,7 +76,7 @@ impl Clients {
 
     /// The configured clients' names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.clients.iter().map(|c| &*c.name)
+        self.clients.iter().map(|c| &**c.name())
     }
 
     /// Who sent a request with these headers over a connection with this certificate.
@@ -177,7 +97,7 @@ impl Clients {
                 let client = self.by_key(key).ok_or(Error::Unauthenticated(
                     "the client key is not that of any configured client",
                 ))?;
-                if peer.is_some_and(|p| p.subject != client.name) {
+                if peer.is_some_and(|p| p.subject != *client.name()) {
                     return Err(Error::Unauthenticated(
                         "the client key and the client certificate name different clients",
                     ));
@@ -187,7 +107,7 @@ impl Clients {
             (None, Some(peer)) => self
                 .clients
                 .iter()
-                .find(|c| c.name == peer.subject)
+                .find(|c| *c.name() == peer.subject)
                 .cloned()
                 .map(Some)
                 .ok_or(Error::Unauthenticated(
@@ -205,7 +125,7 @@ impl Clients {
         let digest = crate::audit::sha256(&[key]);
         let mut found = None;
         for client in &self.clients {
-            if let Some(expected) = &client.key_sha256
+            if let Some(expected) = client.key_sha256()
                 && bool::from(expected.ct_eq(&digest))
             {
                 found = Some(client.clone());
@@ -316,7 +236,7 @@ where
         headers.remove(header::AUTHORIZATION);
         headers.remove(X_SPECGATE_KEY);
         if let Some(client) = client {
-            let name = ClientName(client.name.clone());
+            let name = ClientName(client.name().clone());
             if let Some(slot) = req.extensions().get::<ClientSlot>() {
                 let _ = slot.0.set(name.clone());
             }
@@ -364,7 +284,7 @@ mod tests {
     fn who(pairs: &[(&str, &str)]) -> Result<String, u16> {
         clients()
             .authenticate(&headers(pairs), None)
-            .map(|c| c.unwrap().name.to_string())
+            .map(|c| c.unwrap().name().to_string())
             .map_err(|e| e.status().as_u16())
     }
 
@@ -425,7 +345,7 @@ mod tests {
             subject: Arc::from("billing.internal"),
         };
         let client = none.authenticate(&HeaderMap::new(), Some(&peer)).unwrap();
-        assert_eq!(&*client.unwrap().name, "billing.internal");
+        assert_eq!(&**client.unwrap().name(), "billing.internal");
     }
 
     #[test]
@@ -439,11 +359,11 @@ mod tests {
         };
         let none = HeaderMap::new();
         assert_eq!(
-            &*clients
+            &**clients
                 .authenticate(&none, Some(&crm))
                 .unwrap()
                 .unwrap()
-                .name,
+                .name(),
             "crm"
         );
         assert!(clients.authenticate(&none, Some(&stranger)).is_err());

@@ -9,8 +9,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::RefuseOr;
-use super::auth::Authenticated;
 use crate::body::Body;
+use crate::client::Authenticated;
 use crate::error::Error;
 use crate::route::Routed;
 
@@ -79,8 +79,8 @@ where
 mod tests {
     use super::*;
     use crate::body::Body;
+    use crate::client::{Authenticated, Client};
     use crate::config::ClientConfig;
-    use crate::layer::auth::{Authenticated, Client};
     use crate::route::RouteTable;
     use crate::spec::{Spec, SpecSource};
     use std::sync::Arc;
