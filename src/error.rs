@@ -29,6 +29,23 @@ pub enum Error {
         /// The methods the spec declares for this path, as an `Allow` header value.
         allow: HeaderValue,
     },
+    /// Several operations share the path and method, told apart by a query parameter or header
+    /// the request does not carry.
+    #[error(
+        "several operations share this path and method, told apart by {told_apart_by}; the \
+         request names none of them"
+    )]
+    OperationNotNamed {
+        /// The path keys' variants (`?Action=CreateUser`, `#X-Amz-Target=Svc.Run`).
+        told_apart_by: String,
+    },
+    /// A query parameter or header that chooses between operations is given more than once:
+    /// the upstream might read the other one.
+    #[error("{name} chooses the operation, and the request gives it more than once")]
+    ChoosingParameterRepeated {
+        /// The parameter or header.
+        name: String,
+    },
     /// The request target could route around the spec, or is not a path at all.
     #[error("request target refused: {0}")]
     BadTarget(&'static str),
@@ -203,6 +220,8 @@ impl Error {
             Error::RouteNotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::BadTarget(_)
+            | Error::OperationNotNamed { .. }
+            | Error::ChoosingParameterRepeated { .. }
             | Error::BodyRead(_)
             | Error::MalformedJson(_)
             | Error::DuplicateKey { .. }
@@ -245,6 +264,14 @@ impl Error {
                 "Method not allowed",
             ),
             Error::BadTarget(_) => ("urn:specgate:problem:bad-target", "Request target refused"),
+            Error::OperationNotNamed { .. } => (
+                "urn:specgate:problem:operation-not-named",
+                "Request does not name its operation",
+            ),
+            Error::ChoosingParameterRepeated { .. } => (
+                "urn:specgate:problem:choosing-parameter-repeated",
+                "Operation chosen twice",
+            ),
             Error::BodyTooLarge { .. } => ("urn:specgate:problem:body-too-large", "Body too large"),
             Error::BodyRead(_) => ("urn:specgate:problem:body-unreadable", "Body not readable"),
             Error::UnsupportedMediaType { .. } => (

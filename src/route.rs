@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use crate::config::UnknownRoutes;
 use crate::error::Error;
 use crate::router::Router;
-use crate::spec::{Operation, PathOperations, Spec};
+use crate::spec::{Operation, PathOperations, Spec, Variant};
 
 /// The operation id of a request for a path the spec does not have, when such requests are
 /// forwarded.
@@ -38,23 +38,6 @@ pub struct Routed {
 }
 
 impl Routed {
-    /// The same route with only the candidates `keep` takes, in the same order; `None` if it
-    /// takes none.
-    pub fn narrowed(&self, keep: impl Fn(&Operation) -> bool) -> Option<Routed> {
-        let kept: Vec<Arc<Operation>> = self
-            .candidates
-            .iter()
-            .filter(|op| keep(op))
-            .cloned()
-            .collect();
-        Some(Routed {
-            operation: kept.first()?.clone(),
-            candidates: Arc::from(kept),
-            upstream_path: self.upstream_path.clone(),
-            unspecified: self.unspecified,
-        })
-    }
-
     /// The same route, decided for `operation` (one of the candidates).
     pub fn chosen(&self, operation: &Arc<Operation>) -> Routed {
         Routed {
@@ -66,48 +49,85 @@ impl Routed {
     }
 }
 
-/// Orders operations that share a path and method by what the request carries: first those
-/// whose path key's `#`/`?` variant lists only query parameters or headers the request has
-/// (with the values it names), then those without a variant, then the rest; document order
-/// within each. `Action=CreateUser` is met by `?Action=CreateUser` or an `Action: CreateUser`
-/// header.
-pub fn prefer(
-    candidates: &[Arc<Operation>],
+/// Which of the operations that share a path and method the request can be, by what it
+/// carries.
+///
+/// A path key's `?query` variant (`?Action=CreateUser`) is met by that query parameter, given
+/// once with that value; a `#fragment` variant with a value (`#X-Amz-Target=Svc.Run`) by that
+/// header, given once with that value. When any operation's variant is met, those are the
+/// operations the request can be; otherwise only those whose variant names no value (none, or
+/// a bare label like Box's `#add_shared_link`, which the upstream cannot tell apart either).
+/// An operation whose variant names a value the request does not carry is never one of them:
+/// its body must not decide for it. A choosing parameter given twice is refused, since the
+/// upstream might read the other one.
+pub fn candidates(
+    all: &[Arc<Operation>],
     query: Option<&str>,
     headers: &HeaderMap,
-) -> Arc<[Arc<Operation>]> {
+) -> Result<Arc<[Arc<Operation>]>, Error> {
     let query: Vec<(Cow<'_, str>, Cow<'_, str>)> = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s| percent_encoding::percent_decode_str(s).decode_utf8_lossy();
-            (decode(name), decode(value))
-        })
-        .collect();
-    let met = |name: &str, wanted: &Option<String>| {
-        let header = HeaderName::try_from(name)
-            .ok()
-            .and_then(|h| headers.get(h))
-            .and_then(|v| v.to_str().ok());
-        let in_query = query
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_ref());
-        let mut values = header.into_iter().chain(in_query);
-        match wanted {
-            None => values.next().is_some(),
-            Some(wanted) => values.any(|v| v == wanted),
+        .map(|q| form_urlencoded::parse(q.as_bytes()).collect())
+        .unwrap_or_default();
+    let given = |variant: &Variant, name: &str| -> Result<Vec<String>, Error> {
+        let values: Vec<String> = if variant.text.starts_with('?') {
+            query
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.to_string())
+                .collect()
+        } else {
+            HeaderName::try_from(name)
+                .ok()
+                .map(|h| headers.get_all(h).iter())
+                .into_iter()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect()
+        };
+        match values.len() {
+            0 | 1 => Ok(values),
+            _ => Err(Error::ChoosingParameterRepeated {
+                name: name.to_owned(),
+            }),
         }
     };
-    let rank = |op: &Arc<Operation>| match &op.variant {
-        Some(variant) if variant.params.iter().all(|(n, v)| met(n, v)) => 0,
-        None => 1,
-        Some(_) => 2,
-    };
-    let mut ordered = candidates.to_vec();
-    ordered.sort_by_key(rank);
-    Arc::from(ordered)
+    let mut met = Vec::new();
+    let mut unnamed = Vec::new();
+    for op in all {
+        let Some(variant) = &op.variant else {
+            unnamed.push(op.clone());
+            continue;
+        };
+        let mut names_a_value = false;
+        let mut all_met = true;
+        for (name, wanted) in &variant.params {
+            let values = given(variant, name)?;
+            match wanted {
+                Some(wanted) => {
+                    names_a_value = true;
+                    all_met &= values.first() == Some(wanted);
+                }
+                // `?foo` asks for the parameter; a `#label` names no value to check.
+                None if variant.text.starts_with('?') => all_met &= !values.is_empty(),
+                None => {}
+            }
+        }
+        match (names_a_value, all_met) {
+            (true, true) => met.push(op.clone()),
+            (false, true) => unnamed.push(op.clone()),
+            (_, false) => {}
+        }
+    }
+    let chosen = if met.is_empty() { unnamed } else { met };
+    if chosen.is_empty() {
+        let told_apart_by = all
+            .iter()
+            .filter_map(|op| op.variant.as_ref().map(|v| v.text.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Error::OperationNotNamed { told_apart_by });
+    }
+    Ok(Arc::from(chosen))
 }
 
 /// The spec's operations indexed by path template and method.
@@ -610,7 +630,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_that_differ_by_fragment_or_query_are_candidates_the_request_chooses_among() {
+    fn keys_that_differ_by_fragment_or_query_are_told_apart_by_what_the_request_carries() {
         let t = table_of(serde_json::json!({
             "/files/{id}": {"put": {"operationId": "update"}},
             "/files/{id}#add_shared_link": {"put": {"operationId": "share"}},
@@ -618,29 +638,39 @@ mod tests {
             "/?Action=DeleteUser": {"post": {"operationId": "delete-user"}},
             "/#X-Amz-Target=Svc.Run": {"post": {"operationId": "run"}},
         }));
-        let routed = t.route(&Method::PUT, "/files/7").unwrap();
         let ids = |ops: &[Arc<Operation>]| ops.iter().map(|o| o.id.to_string()).collect::<Vec<_>>();
-        assert_eq!(ids(&routed.candidates), ["update", "share"]);
-        let routed = t.route(&Method::POST, "/").unwrap();
-        assert_eq!(
-            ids(&routed.candidates),
-            ["create-user", "delete-user", "run"]
-        );
         let none = HeaderMap::new();
-        let by_query = prefer(
-            &routed.candidates,
-            Some("Version=1&Action=DeleteUser"),
-            &none,
+        // A bare label names nothing the upstream could tell apart: both stay, the body decides.
+        let routed = t.route(&Method::PUT, "/files/7").unwrap();
+        assert_eq!(
+            ids(&candidates(&routed.candidates, None, &none).unwrap()),
+            ["update", "share"]
         );
-        assert_eq!(ids(&by_query)[0], "delete-user");
+
+        let routed = t.route(&Method::POST, "/").unwrap();
+        let chosen = |query, headers: &HeaderMap| candidates(&routed.candidates, query, headers);
+        assert_eq!(
+            ids(&chosen(Some("Version=1&Action=DeleteUser"), &none).unwrap()),
+            ["delete-user"]
+        );
         let mut headers = HeaderMap::new();
         headers.insert("x-amz-target", HeaderValue::from_static("Svc.Run"));
-        assert_eq!(ids(&prefer(&routed.candidates, None, &headers))[0], "run");
-        // Nothing met: document order, so validation tries each.
-        assert_eq!(
-            ids(&prefer(&routed.candidates, None, &none)),
-            ids(&routed.candidates)
-        );
+        assert_eq!(ids(&chosen(None, &headers).unwrap()), ["run"]);
+        // A header does not meet a query variant, nor a query parameter a header variant.
+        let mut action = HeaderMap::new();
+        action.insert("action", HeaderValue::from_static("CreateUser"));
+        assert!(matches!(
+            chosen(None, &action),
+            Err(Error::OperationNotNamed { .. })
+        ));
+        assert!(matches!(
+            chosen(Some("X-Amz-Target=Svc.Run"), &none),
+            Err(Error::OperationNotNamed { .. })
+        ));
+        // Named twice, the upstream might read the other one.
+        let e = chosen(Some("Action=CreateUser&Action=DeleteUser"), &none).unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert!(matches!(e, Error::ChoosingParameterRepeated { .. }));
     }
 
     #[test]

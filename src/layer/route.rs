@@ -14,7 +14,7 @@ use super::RefuseOr;
 use super::observe::OperationSlot;
 use crate::body::Body;
 use crate::error::Error;
-use crate::route::{RouteTable, prefer};
+use crate::route::{RouteTable, candidates};
 
 /// Adds [`Route`].
 #[derive(Clone, Debug)]
@@ -62,12 +62,20 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         match self.table.route(req.method(), req.uri().path()) {
             Ok(mut routed) => {
-                if routed.candidates.len() > 1 {
-                    // Several operations share this path and method: validation picks one.
-                    routed.candidates =
-                        prefer(&routed.candidates, req.uri().query(), req.headers());
-                    routed.operation = routed.candidates[0].clone();
-                } else if let Some(slot) = req.extensions().get::<OperationSlot>() {
+                if routed.candidates.iter().any(|op| op.variant.is_some()) {
+                    // Path keys told apart by a `?query` or `#fragment`: which the request can
+                    // be (validation picks among what is left).
+                    match candidates(&routed.candidates, req.uri().query(), req.headers()) {
+                        Ok(chosen) => {
+                            routed.operation = chosen[0].clone();
+                            routed.candidates = chosen;
+                        }
+                        Err(error) => return RefuseOr::refuse(error),
+                    }
+                }
+                if routed.candidates.len() == 1
+                    && let Some(slot) = req.extensions().get::<OperationSlot>()
+                {
                     slot.set(routed.operation.clone());
                 }
                 req.extensions_mut().insert(routed);
