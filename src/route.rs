@@ -177,16 +177,10 @@ impl RouteTable {
                 unspecified: false,
             });
         }
-        let matches = self.paths.matches(path);
-        if matches.is_empty()
-            && let Some(trimmed) = path.strip_suffix('/').filter(|p| !p.is_empty())
-            && !self.paths.matches(trimmed).is_empty()
-        {
-            // Forwarded, it could reach the operation without the slash, unchecked.
-            return Err(Error::BadTarget(
-                "a trailing '/' the document's path does not have",
-            ));
+        if let Some(why) = self.hides_an_operation(method, path) {
+            return Err(Error::BadTarget(why));
         }
+        let matches = self.paths.matches(path);
         let refused = match matches.as_slice() {
             [] => Error::RouteNotFound,
             [only] => Error::MethodNotAllowed {
@@ -229,6 +223,32 @@ impl RouteTable {
                 })
             }
         }
+    }
+
+    /// Whether `path`, which is no operation of `method`, would be one once a server behind
+    /// us normalised it (decoded its percent-encoding, added or dropped a trailing '/').
+    /// Forwarded as an unknown path, it could reach that operation unchecked; refused, it
+    /// tells the client what is wrong.
+    fn hides_an_operation(&self, method: &Method, path: &str) -> Option<&'static str> {
+        let routes = |p: &str| {
+            self.paths
+                .find(p, |entry| entry.get(method).is_some())
+                .is_some()
+        };
+        // `check_path` has refused what does not decode to UTF-8 or decodes to a slash.
+        let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+        if decoded != path && routes(&decoded) {
+            return Some("percent-encoding that hides a path the document has");
+        }
+        let toggled = |p: &str| match p.strip_suffix('/') {
+            Some("") => p.to_owned(),
+            Some(trimmed) => trimmed.to_owned(),
+            None => format!("{p}/"),
+        };
+        if routes(&toggled(path)) || routes(&toggled(&decoded)) {
+            return Some("a path that differs from the document's only by a trailing '/'");
+        }
+        None
     }
 
     fn strip_base<'a>(&self, path: &'a str) -> &'a str {
@@ -595,24 +615,31 @@ mod tests {
         let routed = t.route(&Method::GET, "/api/3/api/v1/namespaces/").unwrap();
         assert_eq!(&*routed.upstream_path, "/api/v1/namespaces/");
         assert_eq!(
-            t.route(&Method::GET, "/api/v1/namespaces")
-                .unwrap_err()
-                .status(),
-            StatusCode::NOT_FOUND
-        );
-        // A slash the document does not have could reach the operation unchecked upstream.
-        for table in [
-            &t,
-            &table_of(serde_json::json!({"/api/v1/pods": ops("get")}))
-                .with_unknown_routes(UnknownRoutes::Forward),
-        ] {
-            let e = table.route(&Method::GET, "/api/v1/pods/").unwrap_err();
-            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{e}");
-        }
-        assert_eq!(
             t.route(&Method::GET, "/api/v1//pods").unwrap_err().status(),
             StatusCode::BAD_REQUEST
         );
+    }
+
+    #[test]
+    fn a_slash_added_or_dropped_never_reaches_an_operation_unchecked() {
+        // Many servers treat `/x` and `/x/` alike: forwarded as an unknown path, either could
+        // reach the operation the other is, unchecked. Refused in both directions, whatever
+        // else the path matches.
+        let paths = serde_json::json!({
+            "/api/v1/namespaces/": ops("post"),
+            "/api/v1/pods": ops("post"),
+            "/{kind}/": ops("get"),
+        });
+        for table in [
+            table_of(paths.clone()),
+            table_of(paths).with_unknown_routes(UnknownRoutes::Forward),
+        ] {
+            for path in ["/api/v1/namespaces", "/api/v1/pods/"] {
+                let e = table.route(&Method::POST, path).unwrap_err();
+                assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{path}: {e}");
+            }
+            assert!(table.route(&Method::GET, "/pods/").is_ok());
+        }
     }
 
     #[test]
@@ -674,10 +701,33 @@ mod tests {
     }
 
     #[test]
-    fn an_encoded_letter_does_not_match_a_literal_segment() {
-        let e = table()
-            .route(&Method::POST, "/api/3/conn%65ctions")
-            .unwrap_err();
-        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+    fn an_encoding_that_hides_a_path_of_the_document_is_refused() {
+        // Decoded by a server behind us, these are the create: forwarded as unknown paths they
+        // would reach it unchecked.
+        for table in [table(), table().with_unknown_routes(UnknownRoutes::Forward)] {
+            for path in [
+                "/api/3/conn%65ctions",
+                "/api/3/connection%73/",
+                "/%63onnections",
+            ] {
+                let e = table.route(&Method::POST, path).unwrap_err();
+                assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{path}: {e}");
+            }
+        }
+        let t = table_of(serde_json::json!({
+            "/files/{id}:copy": {"post": {"operationId": "copy"}},
+            "/files/{id}": {"get": {"operationId": "get"}}
+        }))
+        .with_unknown_routes(UnknownRoutes::Forward);
+        let e = t.route(&Method::POST, "/files/a%3Acopy").unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        // Encoding inside a parameter's value is the value, and routes as it is.
+        assert_eq!(
+            &*t.route(&Method::GET, "/files/a%3Acopy")
+                .unwrap()
+                .operation
+                .id,
+            "get"
+        );
     }
 }
