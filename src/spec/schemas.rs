@@ -196,7 +196,7 @@ impl SchemaSet<'_> {
         Ok(())
     }
 
-    /// Checks each slot against the meta-schema, dropping what is not JSON Schema.
+    /// Checks each slot against the meta-schema, loosening what is not JSON Schema away.
     fn check(&mut self) -> Result<(), SpecError> {
         let meta = jsonschema::draft202012::meta::validator();
         for slot in 0..self.slots.len() {
@@ -216,23 +216,19 @@ impl SchemaSet<'_> {
                                 "a schema must be an object or a boolean, not null",
                             ));
                         }
-                        drop => {
-                            remedies.insert((drop, error.to_string()));
+                        fix => {
+                            remedies.insert((fix, describe(error.kind())));
                         }
                     }
                 }
                 if remedies.is_empty() {
                     break;
                 }
-                for (remedy, message) in remedies {
-                    let at = match &remedy {
-                        Remedy::Drop { parent, key } => push(parent, key),
-                        _ => String::new(),
-                    };
-                    if drop_at(&mut self.slots[slot], &remedy) {
+                for (remedy, why) in remedies {
+                    if let Some(at) = apply(&mut self.slots[slot], &remedy) {
                         self.warn(
                             format!("{origin}{at}"),
-                            format!("not valid JSON Schema ({}); ignored", clip(&message)),
+                            format!("not valid JSON Schema ({why}); ignored"),
                         );
                     }
                 }
@@ -241,7 +237,7 @@ impl SchemaSet<'_> {
                 return Err(SpecError::new(
                     self.file,
                     format!("{origin}{}", error.instance_path().as_str()),
-                    error.to_string(),
+                    format!("not valid JSON Schema ({})", describe(error.kind())),
                 ));
             }
         }
@@ -263,24 +259,23 @@ impl SchemaSet<'_> {
                 .clone()
         };
         let mut skipped = Vec::new();
-        for (slot, origin) in self.slots.iter_mut().zip(&self.origins) {
+        for (index, (slot, origin)) in self.slots.iter_mut().zip(&self.origins).enumerate() {
             each_schema_mut(slot, origin, &mut |at, node| {
                 let Some(map) = node.as_object_mut() else {
                     return true;
                 };
+                let relative = at[origin.len()..].to_owned();
                 if let Some(Value::String(raw)) = map.get("pattern") {
                     match readable(raw) {
                         Ok(Some(translated)) => {
                             map.insert("pattern".into(), Value::String(translated));
                         }
                         Ok(None) => {}
-                        Err(why) => {
-                            skipped.push((
-                                push(at, "pattern"),
-                                format!("pattern {raw:?} skipped: {why}"),
-                            ));
-                            map.remove("pattern");
-                        }
+                        Err(why) => skipped.push((
+                            index,
+                            push(&relative, "pattern"),
+                            format!("pattern {raw:?} skipped: {why}"),
+                        )),
                     }
                 }
                 if let Some(Value::Object(by_pattern)) = map.get_mut("patternProperties") {
@@ -289,18 +284,32 @@ impl SchemaSet<'_> {
                             Ok(translated) => {
                                 by_pattern.insert(translated.unwrap_or(raw), schema);
                             }
-                            Err(why) => skipped.push((
-                                push(&push(at, "patternProperties"), &raw),
-                                format!("patternProperties key {raw:?} skipped: {why}"),
-                            )),
+                            Err(why) => {
+                                skipped.push((
+                                    index,
+                                    push(&push(&relative, "patternProperties"), &raw),
+                                    format!("patternProperties key {raw:?} skipped: {why}"),
+                                ));
+                                by_pattern.insert(raw, schema);
+                            }
                         }
                     }
                 }
                 true
             });
         }
-        for (at, message) in skipped {
-            self.warn(at, message);
+        for (index, at, message) in skipped {
+            let slot = &mut self.slots[index];
+            let fix = match remedy(slot, &at) {
+                // An unreadable key cannot stay, even with its schema made `true`.
+                Remedy::Neutralise { parent, key } if parent.ends_with("/patternProperties") => {
+                    Remedy::Drop { parent, key }
+                }
+                fix => fix,
+            };
+            if let Some(at) = apply(slot, &fix) {
+                self.warn(format!("{}{at}", self.origins[index]), message);
+            }
         }
     }
 
@@ -342,53 +351,72 @@ fn compiles(pattern: &str) -> bool {
         .is_ok()
 }
 
-/// What to do about a meta-schema error; pointers are relative to the slot.
+/// The loosest change that takes a problem out of a slot's schema; pointers are relative to
+/// the slot.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Remedy {
-    /// Remove `key` from the object at `parent` (or neutralise the array item).
+    /// Remove keyword `key` from the schema at `parent` (or the entry `key` of the map there).
     Drop { parent: String, key: String },
+    /// Make the schema at `key` of the list or map at `parent` `true`.
+    Neutralise { parent: String, key: String },
     /// The slot's schema itself is not a schema: make it `true`.
     Root,
     /// The schema at this pointer is `null`: the document is broken.
     Refuse(String),
 }
 
-/// Finds the keyword, list item or map entry a meta-schema error at `instance_path` is about.
+/// Finds what to change for a problem at `instance_path` (a pointer into `schema`).
+///
+/// Removing a keyword, or making a subschema `true`, accepts more, except below `not`, `if`
+/// or an alternative of `oneOf`, where accepting more inside can mean accepting less
+/// outside: a problem there removes the outermost such keyword instead. A map entry or list
+/// item is made `true` rather than removed: a property taken out of `properties` would fall to
+/// `additionalProperties: false`, an alternative taken out of `anyOf` would narrow it.
 fn remedy(schema: &Value, instance_path: &str) -> Remedy {
     let mut node = schema;
     let mut at = String::new();
-    // Where `node` sits, so it can be dropped if it is not a schema at all.
-    let mut place: Option<(String, String)> = None;
+    // Where `node` sits: the keyword, or the list or map and the key in it.
+    let mut place: Option<(String, String, Holds)> = None;
+    // The outermost keyword below which accepting more is not safe.
+    let mut unsafe_below: Option<(String, String)> = None;
     let mut path = tokens(instance_path);
-    loop {
+    let fix = loop {
         let Some(keyword) = path.next() else {
-            return match (node.is_null(), place) {
-                (true, _) => Remedy::Refuse(at),
-                (false, Some((parent, key))) => Remedy::Drop { parent, key },
-                (false, None) => Remedy::Root,
+            if node.is_null() {
+                return Remedy::Refuse(at);
+            }
+            break match place {
+                Some((parent, key, Holds::One)) => Remedy::Drop { parent, key },
+                Some((parent, key, _)) => Remedy::Neutralise { parent, key },
+                None => Remedy::Root,
             };
         };
         let keyword = keyword.into_owned();
         let Some(value) = node.as_object().and_then(|m| m.get(&keyword)) else {
-            return Remedy::Drop {
+            break Remedy::Drop {
                 parent: at,
                 key: keyword,
             };
         };
+        if matches!(keyword.as_str(), "not" | "if" | "oneOf") {
+            unsafe_below.get_or_insert_with(|| (at.clone(), keyword.clone()));
+        }
         let keyword_at = push(&at, &keyword);
         let (next, next_at, next_place) = match (holds(&keyword, value), value) {
-            (Holds::One, value) => (value, keyword_at, (at, keyword)),
+            (Holds::One, value) => (value, keyword_at, (at, keyword, Holds::One)),
             (Holds::List, Value::Array(items)) => {
                 let item = path.next().and_then(|i| {
                     let index = i.parse::<usize>().ok()?;
                     Some((items.get(index)?, i.into_owned()))
                 });
                 match item {
-                    Some((item, index)) => {
-                        (item, format!("{keyword_at}/{index}"), (keyword_at, index))
-                    }
+                    Some((item, index)) => (
+                        item,
+                        format!("{keyword_at}/{index}"),
+                        (keyword_at, index, Holds::List),
+                    ),
                     None => {
-                        return Remedy::Drop {
+                        break Remedy::Drop {
                             parent: at,
                             key: keyword,
                         };
@@ -400,9 +428,13 @@ fn remedy(schema: &Value, instance_path: &str) -> Remedy {
                     .next()
                     .and_then(|name| Some((entries.get(&*name)?, name.into_owned())));
                 match entry {
-                    Some((entry, name)) => (entry, push(&keyword_at, &name), (keyword_at, name)),
+                    Some((entry, name)) => (
+                        entry,
+                        push(&keyword_at, &name),
+                        (keyword_at, name, Holds::Map),
+                    ),
                     None => {
-                        return Remedy::Drop {
+                        break Remedy::Drop {
                             parent: at,
                             key: keyword,
                         };
@@ -410,7 +442,7 @@ fn remedy(schema: &Value, instance_path: &str) -> Remedy {
                 }
             }
             _ => {
-                return Remedy::Drop {
+                break Remedy::Drop {
                     parent: at,
                     key: keyword,
                 };
@@ -419,40 +451,80 @@ fn remedy(schema: &Value, instance_path: &str) -> Remedy {
         node = next;
         at = next_at;
         place = Some(next_place);
+    };
+    match (unsafe_below, &fix) {
+        (_, Remedy::Refuse(_)) | (None, _) => fix,
+        (Some((parent, key)), _) => Remedy::Drop { parent, key },
     }
 }
 
-/// Applies a remedy to a slot's schema: removes the key from its object, makes an array item
-/// or the whole schema `true`. Whether anything changed.
-fn drop_at(schema: &mut Value, remedy: &Remedy) -> bool {
+/// Applies a remedy to a slot's schema; the pointer (relative to the slot) of what it
+/// changed, or `None` if nothing was there to change.
+///
+/// Without `properties` or `patternProperties` (or one of their entries), a property would
+/// become an additional one: `additionalProperties` and `unevaluatedProperties` beside them go
+/// too. Likewise `unevaluatedItems` beside `items` and `prefixItems`.
+fn apply(schema: &mut Value, remedy: &Remedy) -> Option<String> {
     let (parent, key) = match remedy {
-        Remedy::Drop { parent, key } => (parent, key),
+        Remedy::Drop { parent, key } | Remedy::Neutralise { parent, key } => (parent, key),
         Remedy::Root => {
             *schema = Value::Bool(true);
-            return true;
+            return Some(String::new());
         }
-        Remedy::Refuse(_) => return false,
+        Remedy::Refuse(_) => return None,
     };
-    match schema.pointer_mut(parent) {
-        Some(Value::Object(map)) => map.remove(key).is_some(),
-        Some(Value::Array(items)) => match key.parse::<usize>().ok().and_then(|i| items.get_mut(i))
-        {
-            Some(item) => {
-                *item = Value::Bool(true);
-                true
+    let owner = parent.strip_suffix("/patternProperties");
+    let changed = match (schema.pointer_mut(parent)?, remedy) {
+        (Value::Array(items), _) => {
+            *items.get_mut(key.parse::<usize>().ok()?)? = Value::Bool(true);
+            true
+        }
+        (Value::Object(map), Remedy::Neutralise { .. }) => {
+            *map.get_mut(key)? = Value::Bool(true);
+            true
+        }
+        (Value::Object(map), _) => {
+            let removed = map.remove(key).is_some();
+            let siblings: &[&str] = match key.as_str() {
+                "properties" | "patternProperties" => {
+                    &["additionalProperties", "unevaluatedProperties"]
+                }
+                "items" | "prefixItems" => &["unevaluatedItems"],
+                _ => &[],
+            };
+            for sibling in siblings {
+                map.remove(*sibling);
             }
-            None => false,
-        },
+            removed
+        }
         _ => false,
+    };
+    if changed && let Some(Value::Object(map)) = owner.and_then(|owner| schema.pointer_mut(owner)) {
+        map.remove("additionalProperties");
+        map.remove("unevaluatedProperties");
     }
+    changed.then(|| push(parent, key))
 }
 
-/// Keeps echoed document text short.
-fn clip(text: &str) -> String {
-    const MAX: usize = 160;
-    match text.char_indices().nth(MAX) {
-        None => text.to_owned(),
-        Some((end, _)) => format!("{}…", &text[..end]),
+/// A meta-schema error in words that never quote the schema's value: a document can point a
+/// `$ref` at anything, and what it points at does not belong in a log.
+fn describe(kind: &ValidationErrorKind) -> String {
+    match kind {
+        ValidationErrorKind::Type { kind } => {
+            let expected = match kind {
+                jsonschema::error::TypeKind::Single(t) => t.to_string(),
+                jsonschema::error::TypeKind::Multiple(set) => set
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            };
+            format!("should be {expected}")
+        }
+        ValidationErrorKind::Enum { .. } => {
+            "is none of the values JSON Schema allows here".to_owned()
+        }
+        other => format!("fails the meta-schema's '{}'", other.keyword()),
     }
 }
 
@@ -525,6 +597,54 @@ mod tests {
         );
         assert!(schema.is_valid(&json!({"a": 5, "b": "anything at all", "c": []})));
         assert!(!schema.is_valid(&json!({"b": 5})));
+    }
+
+    #[test]
+    fn what_is_not_json_schema_is_loosened_away_never_tightened() {
+        // Each schema, as a document would write it, accepts the body beside it; the keyword
+        // at fault must not make specgate refuse it.
+        let cases = [
+            // An entry made `true`, not removed: `c` stays a declared property.
+            (
+                json!({"properties": {"c": "string"}, "additionalProperties": false}),
+                json!({"c": 5}),
+            ),
+            // Accepting more inside `not` would accept less outside: the `not` goes.
+            (json!({"not": {"type": "strin"}}), json!("anything")),
+            (json!({"not": {"pattern": "[a-z]{1-20}"}}), json!("abc")),
+            // `oneOf` must match exactly one: a `true` alternative would break that.
+            (
+                json!({"oneOf": [{"type": "string"}, "integer"]}),
+                json!("s"),
+            ),
+            (json!({"if": {"type": "strin"}, "then": false}), json!(1)),
+            // Without its pattern, a property would be an additional one.
+            (
+                json!({"patternProperties": {"^x-[a-z]{1-3}$": {}}, "additionalProperties": false}),
+                json!({"x-ab": 1}),
+            ),
+            (
+                json!({"properties": [], "additionalProperties": false}),
+                json!({"a": 1}),
+            ),
+        ];
+        for (schema, body) in cases {
+            let (compiled, warnings) = compile_one(json!({"s": schema.clone()}), Dialect::Oas31);
+            assert!(!warnings.is_empty(), "{schema}");
+            assert!(compiled.unwrap().is_valid(&body), "{schema} refuses {body}");
+        }
+    }
+
+    #[test]
+    fn a_warning_never_quotes_the_value_at_fault() {
+        let doc = json!({"s": {"properties": {"a": {"type": {"secret": "hunter2"}}}}});
+        let (_, warnings) = compile_one(doc, Dialect::Oas31);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            !warnings[0].to_string().contains("hunter2"),
+            "{}",
+            warnings[0]
+        );
     }
 
     #[test]
