@@ -158,8 +158,8 @@ pub(super) fn restructure(schema: &mut Value, origin: &dyn Fn(&str) -> Option<St
 /// the many documents whose alternatives overlap, and its errors mention every alternative.
 /// With it: an unknown value is an `enum` error on the property, a known one is checked
 /// against its own schema alone, and a body without the property is left to the document's
-/// own `oneOf`/`anyOf`. Values come from `mapping`, and from the names of the alternatives
-/// that are `$ref`s to named schemas.
+/// own `oneOf`/`anyOf`. Values come from `mapping`, and from the names of the alternatives,
+/// which must all be `$ref`s to named schemas (or the rewrite is not made).
 fn discriminate(map: &mut Map<String, Value>, origin: &dyn Fn(&str) -> Option<String>) {
     let Some(property) = map
         .get("discriminator")
@@ -176,6 +176,16 @@ fn discriminate(map: &mut Map<String, Value>, origin: &dyn Fn(&str) -> Option<St
         // The inheritance form (a base schema with subtypes elsewhere) selects nothing here.
         return;
     };
+    if map[keyword]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|branch| branch.get("$ref").is_none())
+    {
+        // An inline alternative has no name to be selected by: the document's own
+        // `oneOf`/`anyOf` decides, as it reads.
+        return;
+    }
     let mut choices: Vec<(String, String)> = Vec::new();
     let mapping = map
         .get("discriminator")

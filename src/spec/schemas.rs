@@ -715,6 +715,22 @@ mod tests {
     }
 
     #[test]
+    fn a_discriminator_with_an_inline_alternative_is_left_to_the_document() {
+        let doc = json!({
+            "s": {"oneOf": [{"$ref": "#/components/schemas/Cat"},
+                            {"properties": {"kind": {"const": "fish"}}, "required": ["kind"]}],
+                  "discriminator": {"propertyName": "kind"}},
+            "components": {"schemas": {
+                "Cat": {"type": "object", "properties": {"kind": {"const": "Cat"}}, "required": ["kind"]}
+            }}
+        });
+        let schema = compile_one(doc, Dialect::Oas30).0.unwrap();
+        assert!(schema.is_valid(&json!({"kind": "fish"})));
+        assert!(schema.is_valid(&json!({"kind": "Cat"})));
+        assert!(!schema.is_valid(&json!({"kind": "dog"})));
+    }
+
+    #[test]
     fn shared_schemas_compile_once() {
         let doc = json!({
             "a": {"$ref": "#/components/schemas/T"},

@@ -343,3 +343,35 @@ fn a_document_split_over_files_loads_and_problems_name_their_own_file() {
         "{e}"
     );
 }
+
+#[test]
+fn a_discriminator_over_whole_files_selects_by_their_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = dir.path().join("api.yaml");
+    std::fs::write(
+        &api,
+        "openapi: 3.0.3\ninfo: {title: t, version: '1'}\npaths:\n  /pets:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema:\n              oneOf: [{$ref: 'Cat.yaml'}, {$ref: 'Dog.yaml'}]\n              discriminator: {propertyName: kind}\n      responses: {'200': {description: ok}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("Cat.yaml"),
+        "{type: object, properties: {kind: {type: string}, claws: {type: boolean}}}",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("Dog.yaml"),
+        "{type: object, properties: {kind: {type: string}, bark: {type: string}}}",
+    )
+    .unwrap();
+    let spec = Spec::load(&SpecSource {
+        path: Some(api),
+        overlays: Some(Vec::new()),
+    })
+    .unwrap();
+    let body = spec.operations[0].body.as_ref().unwrap();
+    let schema = body.json.as_ref().unwrap().schema.as_ref().unwrap();
+    assert!(schema.is_valid(&json!({"kind": "Cat", "claws": true})));
+    let v = schema.violations(&json!({"kind": "Cat", "claws": "sharp"}));
+    assert_eq!(v.len(), 1, "only Cat's schema applies: {v:?}");
+    assert_eq!(schema.violations(&json!({"kind": "Cow"}))[0].code, "enum");
+}
