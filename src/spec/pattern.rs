@@ -7,12 +7,15 @@
 //! - an escaped letter with no meaning of its own is that letter (`\p` without `{`, `\i`);
 //! - `\A` is the start and `\Z`/`\z` the end of the text (Java and Ruby; no one writes `\A` to
 //!   mean `A`);
-//! - Java's POSIX classes (`\p{XDigit}`, `\p{Alpha}`, ...) are their ASCII ranges;
+//! - `\p{XDigit}`, a Java POSIX class the engine lacks, is its ASCII ranges (the engine reads
+//!   the others, `\p{Alpha}` and the like, as Unicode properties, as JavaScript does);
 //! - in a class, `-` next to `\w`, `\d`, `\s` is a literal hyphen (`[\w-.+]`), `\b` is a
 //!   backspace and `[` is a bracket;
 //! - octal escapes (`\000-\037`) are the characters they name;
-//! - UTF-16 surrogate halves in a class (`\uD800-\uDFFF`), which JavaScript uses to admit
-//!   characters beyond the Basic Multilingual Plane, admit those characters;
+//! - UTF-16 surrogate halves, which is how JavaScript spells characters beyond the Basic
+//!   Multilingual Plane, are those characters: a pair (`\uD83D\uDE00`), a class of high
+//!   halves followed by one of low halves, halves among other characters of a class;
+//! - `\u{1F600}` is one escape, as in JavaScript's `u` mode;
 //! - `{` and `}` that do not make a quantifier are literal text (`{Name}`).
 //!
 //! What stays ambiguous (a malformed quantifier like `{1-20}`, a lone surrogate outside a
@@ -99,24 +102,14 @@ fn quantifier(chars: &[char], open: usize) -> Brace {
     Brace::Literal
 }
 
-/// The ASCII ranges of a Java POSIX class name, for use inside `[...]`.
+/// The ranges, for use inside `[...]`, of a class name the engine cannot read but Java's
+/// POSIX classes (which vendors copy into their documents) define. The engine reads the
+/// others (`\p{Alpha}`, `\p{Lower}`, ...) as Unicode properties, as JavaScript does.
 fn posix_ranges(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "Lower" => "a-z",
-        "Upper" => "A-Z",
-        "ASCII" => "\\x00-\\x7F",
-        "Alpha" => "A-Za-z",
-        "Digit" => "0-9",
-        "Alnum" => "0-9A-Za-z",
-        "Punct" => "!-/:-@\\[-`{-~",
-        "Graph" => "!-~",
-        "Print" => " -~",
-        "Blank" => " \\t",
-        "Cntrl" => "\\x00-\\x1F\\x7F",
-        "XDigit" => "0-9A-Fa-f",
-        "Space" => " \\t\\n\\x0B\\f\\r",
-        _ => return None,
-    })
+    match name {
+        "XDigit" => Some("0-9A-Fa-f"),
+        _ => None,
+    }
 }
 
 /// `{Name}` after `\p` at `at`: the name and the index after `}`.
@@ -169,6 +162,22 @@ fn octal(chars: &[char], at: usize) -> Option<(u32, usize)> {
     Some((u32::from_str_radix(&digits, 8).ok()?, end))
 }
 
+/// `\u{HEX}` or `\x{HEX}` at `at` (the backslash): the code point, its text as the engine
+/// reads it, and the index after. (JavaScript reads `\u{...}` so with the `u` flag; the
+/// engine reads both.)
+fn braced_code(chars: &[char], at: usize) -> Option<(u32, String, usize)> {
+    if !matches!(chars.get(at + 1), Some('u' | 'x')) || chars.get(at + 2) != Some(&'{') {
+        return None;
+    }
+    let close = at + 3 + chars.get(at + 3..)?.iter().position(|&c| c == '}')?;
+    let hex: String = chars[at + 3..close].iter().collect();
+    if hex.is_empty() || hex.len() > 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let code = u32::from_str_radix(&hex, 16).ok()?;
+    Some((code, format!("\\x{{{hex}}}"), close + 1))
+}
+
 /// `\uXXXX` at `at` (the backslash): the code unit and the index after.
 fn utf16_unit(chars: &[char], at: usize) -> Option<(u32, usize)> {
     if chars.get(at + 1) != Some(&'u') {
@@ -193,6 +202,13 @@ fn escape_outside(chars: &[char], at: usize, out: &mut String) -> Result<usize, 
     };
     if let Some((code, end)) = octal(chars, at) {
         let _ = write!(out, "\\x{{{code:X}}}");
+        return Ok(end);
+    }
+    if let Some((code, text, end)) = braced_code(chars, at) {
+        if is_surrogate(code) {
+            return Err(Untranslatable("a lone UTF-16 surrogate"));
+        }
+        out.push_str(&text);
         return Ok(end);
     }
     if let Some((unit, end)) = utf16_unit(chars, at) {
@@ -245,8 +261,124 @@ enum Item {
     Set(String),
 }
 
-/// A class from the `[` at `open`; returns the index after its `]`.
+/// A class, read: single characters, sets (`\w`) and ranges, as they will be written.
+struct Class {
+    negated: bool,
+    parts: Vec<Part>,
+}
+
+enum Part {
+    One(Item),
+    Range {
+        lo: u32,
+        lo_text: String,
+        hi: u32,
+        hi_text: String,
+    },
+}
+
+/// Which half of a UTF-16 surrogate pair a class holds, if it holds nothing else.
+#[derive(PartialEq, Eq)]
+enum Half {
+    High,
+    Low,
+}
+
+impl Class {
+    fn half(&self) -> Option<Half> {
+        let bounds = |part: &Part| match part {
+            Part::One(Item::Char { code, .. }) => Some((*code, *code)),
+            Part::Range { lo, hi, .. } => Some((*lo, *hi)),
+            Part::One(Item::Set(_)) => None,
+        };
+        let mut all = self.parts.iter().map(bounds);
+        let within = |lo, hi| {
+            self.parts
+                .iter()
+                .map(bounds)
+                .all(|b| b.is_some_and(|(l, h)| lo <= l && h <= hi))
+        };
+        if self.negated || all.next().is_none() {
+            return None;
+        }
+        if within(0xD800, 0xDBFF) {
+            Some(Half::High)
+        } else if within(0xDC00, 0xDFFF) {
+            Some(Half::Low)
+        } else {
+            None
+        }
+    }
+
+    /// Writes the class for the engine. Surrogate halves among other characters (XML's
+    /// `[\u0020-\uD7FF\uE000-\uFFFD\uD800-\uDFFF]`) stand for the characters beyond the
+    /// Basic Multilingual Plane that JavaScript sees as pairs of them.
+    fn write(&self, out: &mut String) -> Result<(), Untranslatable> {
+        out.push('[');
+        if self.negated {
+            out.push('^');
+        }
+        let mut surrogates = false;
+        for part in &self.parts {
+            match part {
+                Part::Range {
+                    lo,
+                    lo_text,
+                    hi,
+                    hi_text,
+                } => {
+                    if lo > hi {
+                        return Err(Untranslatable("a class range out of order"));
+                    }
+                    if *hi < 0xD800 || *lo > 0xDFFF {
+                        let _ = write!(out, "{lo_text}-{hi_text}");
+                    } else {
+                        surrogates = true;
+                        if *lo < 0xD800 {
+                            let _ = write!(out, "{lo_text}-\\x{{D7FF}}");
+                        }
+                        if *hi > 0xDFFF {
+                            let _ = write!(out, "\\x{{E000}}-{hi_text}");
+                        }
+                    }
+                }
+                Part::One(Item::Char { code, .. }) if is_surrogate(*code) => surrogates = true,
+                Part::One(Item::Char { text, .. } | Item::Set(text)) => out.push_str(text),
+            }
+        }
+        if surrogates {
+            out.push_str("\\x{10000}-\\x{10FFFF}");
+        }
+        out.push(']');
+        Ok(())
+    }
+}
+
+/// Writes the class from the `[` at `open`; returns the index after its `]`. A class of high
+/// surrogate halves followed by one of low halves (`[\uD800-\uDBFF][\uDC00-\uDFFF]`, how
+/// JavaScript spells "a character beyond the BMP") is that one character; either half alone
+/// is nothing text can hold.
 fn class(chars: &[char], open: usize, out: &mut String) -> Result<usize, Untranslatable> {
+    let (first, end) = read_class(chars, open)?;
+    match first.half() {
+        None => {
+            first.write(out)?;
+            Ok(end)
+        }
+        Some(Half::High) if chars.get(end) == Some(&'[') => {
+            let (second, after) = read_class(chars, end)?;
+            if second.half() != Some(Half::Low) {
+                return Err(Untranslatable("a class of lone UTF-16 surrogate halves"));
+            }
+            out.push_str("[\\x{10000}-\\x{10FFFF}]");
+            Ok(after)
+        }
+        Some(_) => Err(Untranslatable("a class of lone UTF-16 surrogate halves")),
+    }
+}
+
+/// Reads the class from the `[` at `open`; returns it and the index after its `]`.
+fn read_class(chars: &[char], open: usize) -> Result<(Class, usize), Untranslatable> {
     let mut i = open + 1;
     let negated = chars.get(i) == Some(&'^');
     if negated {
@@ -291,57 +423,59 @@ fn class(chars: &[char], open: usize, out: &mut String) -> Result<usize, Untrans
             }
         }
     }
-    out.push('[');
-    if negated {
-        out.push('^');
-    }
-    let mut surrogates = false;
-    let mut k = 0;
-    while k < items.len() {
-        let range_here = hyphens.contains(&(k + 1)) && k + 2 < items.len();
-        match (&items[k], range_here.then(|| &items[k + 2])) {
-            (
-                Item::Char {
-                    code: lo,
-                    text: lo_text,
-                },
-                Some(Item::Char {
-                    code: hi,
-                    text: hi_text,
-                }),
-            ) => {
-                let (lo, hi) = (*lo, *hi);
-                if lo > hi {
-                    return Err(Untranslatable("a class range out of order"));
-                }
-                if hi < 0xD800 || lo > 0xDFFF {
-                    let _ = write!(out, "{lo_text}-{hi_text}");
-                } else {
-                    surrogates = true;
-                    if lo < 0xD800 {
-                        let _ = write!(out, "{lo_text}-\\x{{D7FF}}");
+    let count = items.len();
+    let mut parts = Vec::new();
+    let mut items = items.into_iter().enumerate().peekable();
+    while let Some((k, item)) = items.next() {
+        let ranged = hyphens.contains(&(k + 1)) && k + 2 < count;
+        match item {
+            Item::Char {
+                code: lo,
+                text: lo_text,
+            } if ranged => {
+                items.next(); // the hyphen
+                match items.next() {
+                    Some((
+                        _,
+                        Item::Char {
+                            code: hi,
+                            text: hi_text,
+                        },
+                    )) => {
+                        parts.push(Part::Range {
+                            lo,
+                            lo_text,
+                            hi,
+                            hi_text,
+                        });
                     }
-                    if hi > 0xDFFF {
-                        let _ = write!(out, "\\x{{E000}}-{hi_text}");
+                    // Beside `\w` and the like a hyphen cannot make a range: it is itself.
+                    Some((_, set)) => {
+                        parts.push(Part::One(Item::Char {
+                            code: lo,
+                            text: lo_text,
+                        }));
+                        parts.push(Part::One(literal_hyphen()));
+                        parts.push(Part::One(set));
                     }
+                    None => unreachable!("counted"),
                 }
-                k += 3;
-                continue;
             }
-            (Item::Char { code, .. }, _) if is_surrogate(*code) => surrogates = true,
-            (Item::Char { code, .. }, _) if *code == '-' as u32 && k > 0 && k + 1 < items.len() => {
-                // Beside `\w` and the like a hyphen cannot make a range: it is itself.
-                out.push_str("\\-");
+            Item::Char { .. } if hyphens.contains(&k) && k > 0 && k + 1 < count => {
+                parts.push(Part::One(literal_hyphen()));
             }
-            (Item::Char { text, .. } | Item::Set(text), _) => out.push_str(text),
+            item => parts.push(Part::One(item)),
         }
-        k += 1;
     }
-    if surrogates {
-        out.push_str("\\x{10000}-\\x{10FFFF}");
+    Ok((Class { negated, parts }, i + 1))
+}
+
+/// A `-` that makes no range, written so the engine does not read one either.
+fn literal_hyphen() -> Item {
+    Item::Char {
+        code: '-' as u32,
+        text: "\\-".into(),
     }
-    out.push(']');
-    Ok(i + 1)
 }
 
 /// An escape inside a class, at the backslash at `at`.
@@ -357,6 +491,9 @@ fn class_escape(chars: &[char], at: usize) -> Result<(Item, usize), Untranslatab
             },
             end,
         ));
+    }
+    if let Some((code, text, end)) = braced_code(chars, at) {
+        return Ok((Item::Char { code, text }, end));
     }
     if let Some((unit, end)) = utf16_unit(chars, at) {
         let text = chars[at..end].iter().collect();
@@ -416,7 +553,20 @@ mod tests {
         assert_eq!(t(r"\A[a-z]+\Z"), "^[a-z]+$");
         assert_eq!(t(r"\p{XDigit}{8}"), "[0-9A-Fa-f]{8}");
         assert_eq!(t(r"^[\p{XDigit}:]*"), "^[0-9A-Fa-f:]*");
-        assert_eq!(t(r"\P{Digit}"), "[^0-9]");
+        // The engine reads these as Unicode properties, as JavaScript does: left alone.
+        for pattern in [r"\p{Alpha}+", r"[\p{Lower}\p{Digit}]", r"\P{Punct}"] {
+            assert!(
+                matches!(translate(pattern), Ok(Cow::Borrowed(_))),
+                "{pattern}"
+            );
+        }
+    }
+
+    #[test]
+    fn braced_code_points_are_one_escape() {
+        assert_eq!(t(r"\u{1F600}+"), r"\x{1F600}+");
+        assert_eq!(t(r"[\u{1F600}-\u{1F64F}]"), r"[\x{1F600}-\x{1F64F}]");
+        assert_eq!(t(r"\x{41}"), r"\x{41}");
     }
 
     #[test]
@@ -444,6 +594,13 @@ mod tests {
         );
         assert_eq!(t(r"\uD83D\uDE00"), r"\x{1F600}");
         assert!(translate(r"a\uD800").is_err());
+        // JavaScript's way to say one character beyond the BMP: one class of them here.
+        assert_eq!(
+            t(r"^(?:[\uD800-\uDBFF][\uDC00-\uDFFF])+$"),
+            r"^(?:[\x{10000}-\x{10FFFF}])+$"
+        );
+        assert!(translate(r"[\uD800-\uDBFF]").is_err(), "a half alone");
+        assert!(translate(r"[\uDC00-\uDFFF]x").is_err());
     }
 
     #[test]
