@@ -7,8 +7,8 @@
 //! alternative a body is checked against, instead of every alternative at once.
 //!
 //! The rewrites come in two steps. [`normalise`] changes keywords in place, before the
-//! document's schemas are checked, so problems are still reported at the pointers the vendor's
-//! document has. [`restructure`] runs after those checks and may move a schema under a new
+//! document's schemas are checked, and says what it renamed, so problems are still reported at
+//! the pointers the vendor's document has. [`restructure`] runs after those checks and may move a schema under a new
 //! keyword (`anyOf`, `allOf`), where a pointer would no longer match the document.
 
 use serde_json::{Map, Value, json};
@@ -38,9 +38,13 @@ const NOT_IN_30: [&str; 7] = [
 ///
 /// Older forms are read in either version, since real documents mix them and each has one
 /// meaning: a boolean `exclusiveMinimum`, `nullable`, an array `items`, `dependencies`.
-pub(super) fn normalise(schema: &mut Value, dialect: Dialect) {
+///
+/// Returns the keywords it renamed, each as (new name, name in the document), so a problem
+/// found under the new name can be reported where the document has it.
+pub(super) fn normalise(schema: &mut Value, dialect: Dialect) -> Vec<(&'static str, &'static str)> {
+    let mut renamed = Vec::new();
     let Some(map) = schema.as_object_mut() else {
-        return;
+        return renamed;
     };
     // Swagger 2.0's vendor extension for what 3.0 calls `nullable`.
     if map.remove("x-nullable") == Some(Value::Bool(true)) {
@@ -56,8 +60,12 @@ pub(super) fn normalise(schema: &mut Value, dialect: Dialect) {
             map.remove(keyword);
         }
     }
-    exclusive_bound(map, "exclusiveMinimum", "minimum");
-    exclusive_bound(map, "exclusiveMaximum", "maximum");
+    if exclusive_bound(map, "exclusiveMinimum", "minimum") {
+        renamed.push(("exclusiveMinimum", "minimum"));
+    }
+    if exclusive_bound(map, "exclusiveMaximum", "maximum") {
+        renamed.push(("exclusiveMaximum", "maximum"));
+    }
     if map.get("nullable") == Some(&Value::Bool(true)) {
         let admits_null = match map.get_mut("type") {
             Some(Value::String(name)) => {
@@ -88,8 +96,10 @@ pub(super) fn normalise(schema: &mut Value, dialect: Dialect) {
         let items = map.remove("items").expect("just seen");
         if let Some(additional) = map.remove("additionalItems") {
             map.insert("items".into(), additional);
+            renamed.push(("items", "additionalItems"));
         }
         map.insert("prefixItems".into(), items);
+        renamed.push(("prefixItems", "items"));
     }
     if let Some(Value::Object(dependencies)) = map.remove("dependencies") {
         let (required, schemas): (Map<_, _>, Map<_, _>) = dependencies
@@ -97,28 +107,35 @@ pub(super) fn normalise(schema: &mut Value, dialect: Dialect) {
             .partition(|(_, dependency)| dependency.is_array());
         if !required.is_empty() {
             map.insert("dependentRequired".into(), Value::Object(required));
+            renamed.push(("dependentRequired", "dependencies"));
         }
         if !schemas.is_empty() {
             map.insert("dependentSchemas".into(), Value::Object(schemas));
+            renamed.push(("dependentSchemas", "dependencies"));
         }
     }
+    renamed
 }
 
 /// `minimum: 0, exclusiveMinimum: true` (draft 4) is `exclusiveMinimum: 0` (2020-12).
-fn exclusive_bound(map: &mut Map<String, Value>, exclusive: &str, inclusive: &str) {
+/// Whether the inclusive bound's value moved to the exclusive keyword.
+fn exclusive_bound(map: &mut Map<String, Value>, exclusive: &str, inclusive: &str) -> bool {
     match map.get(exclusive) {
         Some(Value::Bool(true)) => match map.remove(inclusive) {
             Some(bound) => {
                 map.insert(exclusive.into(), bound);
+                true
             }
             None => {
                 map.remove(exclusive);
+                false
             }
         },
         Some(Value::Bool(false)) => {
             map.remove(exclusive);
+            false
         }
-        _ => {}
+        _ => false,
     }
 }
 
@@ -242,7 +259,7 @@ mod tests {
     use super::*;
 
     fn normalised(mut schema: Value, dialect: Dialect) -> Value {
-        normalise(&mut schema, dialect);
+        let _renamed = normalise(&mut schema, dialect);
         schema
     }
 

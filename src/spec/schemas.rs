@@ -44,6 +44,7 @@ pub(super) fn compile(
         origins: Vec::new(),
         slot_of: HashMap::new(),
         warnings: BTreeMap::new(),
+        renamed: Vec::new(),
     };
     set.collect(doc, roots, dialect)?;
     set.check()?;
@@ -90,6 +91,8 @@ struct SchemaSet<'a> {
     slot_of: HashMap<String, usize>,
     /// By pointer, so a schema reached twice is reported once.
     warnings: BTreeMap<String, SpecWarning>,
+    /// Each keyword [`dialect::normalise`] renamed: its pointer now, and in the document.
+    renamed: Vec<(String, String)>,
 }
 
 /// The `$ref` that names slot `i` of the copy.
@@ -99,9 +102,37 @@ fn slot_ref(i: usize) -> String {
 
 impl SchemaSet<'_> {
     fn warn(&mut self, pointer: String, message: String) {
+        let pointer = self.in_document(&pointer);
         self.warnings
             .entry(pointer.clone())
             .or_insert_with(|| SpecWarning(SpecError::new(self.file, pointer, message)));
+    }
+
+    fn error(&self, pointer: &str, message: impl Into<String>) -> SpecError {
+        SpecError::new(self.file, self.in_document(pointer), message)
+    }
+
+    /// Where `pointer` (into the normalised copy) is in the vendor's document: each renamed
+    /// keyword on the way under its own name again, innermost first.
+    fn in_document(&self, pointer: &str) -> String {
+        let mut pointer = pointer.to_owned();
+        // Only the part before a keyword already put back may still hold renamed ones.
+        let mut before = pointer.len();
+        loop {
+            let under = |new: &str| {
+                new.len() <= before && (pointer == new || pointer.starts_with(&format!("{new}/")))
+            };
+            let Some((new, old)) = self
+                .renamed
+                .iter()
+                .filter(|(new, _)| under(new))
+                .max_by_key(|(new, _)| new.len())
+            else {
+                return pointer;
+            };
+            pointer = format!("{old}{}", &pointer[new.len()..]);
+            before = old.rfind('/').unwrap_or(0);
+        }
     }
 
     /// The slot for the schema at `at` in the document, allocated (and queued) if new.
@@ -138,8 +169,11 @@ impl SchemaSet<'_> {
             let mut failed = None;
             let mut targets = Vec::new();
             let mut unmapped = Vec::new();
+            let mut renamed = Vec::new();
             each_schema_mut(&mut schema, &origin, &mut |node_at, node| {
-                dialect::normalise(node, dialect);
+                for (new, old) in dialect::normalise(node, dialect) {
+                    renamed.push((push(node_at, new), push(node_at, old)));
+                }
                 if let Some(target) = node.get("$ref").and_then(Value::as_str) {
                     match check_ref(doc, target) {
                         Ok(fragment) => targets.push((node_at.to_owned(), None, fragment)),
@@ -165,8 +199,9 @@ impl SchemaSet<'_> {
                 }
                 true
             });
+            self.renamed.extend(renamed);
             if let Some((pointer, message)) = failed {
-                return Err(SpecError::new(self.file, pointer, message));
+                return Err(self.error(&pointer, message));
             }
             for at in unmapped {
                 self.warn(
@@ -210,9 +245,8 @@ impl SchemaSet<'_> {
                     }
                     match remedy(&self.slots[slot], error.instance_path().as_str()) {
                         Remedy::Refuse(at) => {
-                            return Err(SpecError::new(
-                                self.file,
-                                format!("{origin}{at}"),
+                            return Err(self.error(
+                                &format!("{origin}{at}"),
                                 "a schema must be an object or a boolean, not null",
                             ));
                         }
@@ -234,9 +268,8 @@ impl SchemaSet<'_> {
                 }
             }
             if let Err(error) = meta.validate(&self.slots[slot]) {
-                return Err(SpecError::new(
-                    self.file,
-                    format!("{origin}{}", error.instance_path().as_str()),
+                return Err(self.error(
+                    &format!("{origin}{}", error.instance_path().as_str()),
                     format!("not valid JSON Schema ({})", describe(error.kind())),
                 ));
             }
@@ -728,6 +761,24 @@ mod tests {
         assert!(schema.is_valid(&json!({"kind": "fish"})));
         assert!(schema.is_valid(&json!({"kind": "Cat"})));
         assert!(!schema.is_valid(&json!({"kind": "dog"})));
+    }
+
+    #[test]
+    fn problems_under_renamed_keywords_are_reported_where_the_document_has_them() {
+        let doc = json!({"s": {"items": [{"type": "strin"}], "additionalItems": {"type": "strin"},
+                               "dependencies": {"a": {"type": "strin"}}}});
+        let (_, warnings) = compile_one(doc, Dialect::Oas30);
+        assert_eq!(
+            pointers(&warnings),
+            [
+                "/s/additionalItems/type",
+                "/s/dependencies/a/type",
+                "/s/items/0/type"
+            ]
+        );
+        let doc = json!({"s": {"items": [{"$ref": "#/nowhere"}]}});
+        let e = compile_one(doc, Dialect::Oas30).0.unwrap_err();
+        assert_eq!(e.pointer, "/s/items/0/$ref");
     }
 
     #[test]
