@@ -591,6 +591,34 @@ mod tests {
     }
 
     #[test]
+    fn twins_are_ambiguous_beside_variants_too() {
+        let spec = Spec::compile(
+            "api.json",
+            serde_json::json!({"openapi": "3.0.3", "info": {"title": "t", "version": "1"}, "paths": {
+                "/files/{id}#share": ops("put"),
+                "/files/{id}": ops("put"),
+                "/files/{file}": ops("put"),
+                "/files/{f}#share": ops("put"),
+            }}),
+        )
+        .unwrap();
+        let warned: Vec<&str> = spec.warnings.iter().map(|w| w.0.pointer.as_str()).collect();
+        assert_eq!(
+            warned,
+            [
+                "/paths/~1files~1{file}/put",
+                "/paths/~1files~1{f}#share/put"
+            ]
+        );
+        assert!(
+            spec.warnings[0]
+                .0
+                .message
+                .contains("/paths/~1files~1{id}/put")
+        );
+    }
+
+    #[test]
     fn a_more_specific_template_without_the_method_gives_way_to_one_with_it() {
         let t = table_of(serde_json::json!({
             "/users/me": ops("get"),

@@ -418,10 +418,11 @@ fn route(
     let mut router: Router<Vec<(Method, Vec<Arc<Operation>>)>> = Router::new();
     for op in operations {
         let template = Template::parse(&op.template);
-        if template.has_unbalanced_braces() {
+        let path_at = op.pointer.rsplit_once('/').map_or("", |(path, _)| path);
+        if template.has_unbalanced_braces() && !warnings.iter().any(|w| w.0.pointer == path_at) {
             warnings.push(warning(
                 file,
-                op.pointer.rsplit_once('/').map_or("", |(path, _)| path),
+                path_at,
                 "unbalanced '{' or '}' in the path template; read as literal text",
             ));
         }
@@ -430,18 +431,20 @@ fn route(
             methods.push((op.method.clone(), vec![op.clone()]));
             continue;
         };
-        if op.variant.is_some() || candidates.iter().any(|c| c.variant.is_some()) {
+        // Told apart by its `?query` or `#fragment` from every one already there, it is one
+        // more the request chooses among; otherwise no request can ever reach it.
+        let variant = |o: &Operation| o.variant.as_ref().map(|v| v.text.clone());
+        let Some(twin) = candidates.iter().find(|c| variant(c) == variant(op)) else {
             candidates.push(op.clone());
             continue;
-        }
-        let first = &candidates[0];
+        };
         warnings.push(warning(
             file,
             &op.pointer,
             format!(
                 "{} {} has the same method and path shape as {} at {}, and nothing tells their \
-                 requests apart: the first in the document ({}) is served, this one never is",
-                op.method, op.template, first.template, first.pointer, first.pointer
+                 requests apart: that one is served, this one never is",
+                op.method, op.template, twin.template, twin.pointer
             ),
         ));
     }
