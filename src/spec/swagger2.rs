@@ -292,6 +292,10 @@ fn response(response: &Value, at: &str, produces: &[String]) -> Value {
     let schema = response
         .get("schema")
         .map(|_| json!({ "$ref": format!("#{}", push(at, "schema")) }));
+    // Kept where it was, for the content's `$ref` to find (OpenAPI 3 readers ignore it).
+    if let Some(original) = response.get("schema") {
+        out.insert("schema".into(), original.clone());
+    }
     if schema.is_some() || examples.is_some() {
         let mut types: Vec<String> = if produces.is_empty() {
             vec!["application/json".to_owned()]
@@ -574,6 +578,10 @@ mod tests {
         assert_eq!(
             created["schema"]["$ref"],
             "#/paths/~1pets/post/responses/201/schema"
+        );
+        assert!(
+            doc.pointer("/paths/~1pets/post/responses/201/schema")
+                .is_some()
         );
         // The Swagger originals are still there for those references.
         assert!(doc.pointer("/definitions/Pet").is_some());
