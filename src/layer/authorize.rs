@@ -9,6 +9,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::RefuseOr;
+use super::observe::OperationSlot;
 use crate::body::Body;
 use crate::client::Authenticated;
 use crate::error::Error;
@@ -53,10 +54,16 @@ pub fn check<B>(req: &Request<B>) -> Result<(), Error> {
         .iter()
         .find(|op| !client.may_call_id(&op.id))
     {
-        Some(op) if !routed.unspecified => Err(Error::Forbidden {
-            client: client.name().clone(),
-            operation_id: op.id.to_string(),
-        }),
+        Some(op) if !routed.unspecified => {
+            // The route left the choice open; the refusal is counted under the one it names.
+            if let Some(slot) = req.extensions().get::<OperationSlot>() {
+                slot.set(op.clone());
+            }
+            Err(Error::Forbidden {
+                client: client.name().clone(),
+                operation_id: op.id.to_string(),
+            })
+        }
         _ => Ok(()),
     }
 }
