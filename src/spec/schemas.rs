@@ -7,10 +7,11 @@
 //!    document, naming where it is. Each slot remembers its pointer in the vendor's document,
 //!    and every problem is reported there.
 //! 2. **Check.** Validate every slot against the 2020-12 meta-schema (after
-//!    [`dialect::normalise`]). A keyword whose value is not valid JSON Schema is dropped with a
-//!    warning: without it the schema only accepts more. A schema that is `null` refuses the
-//!    document. `pattern`s are [translated](super::pattern); one the engine still cannot
-//!    compile is dropped with a warning.
+//!    [`dialect::normalise`]). What is not valid JSON Schema is loosened away with a warning,
+//!    never in a way that refuses more ([`remedy`]): a keyword is removed, a subschema in a
+//!    list or map made `true`, and below `not`, `if` or a `oneOf` alternative the outermost of
+//!    those goes instead. A schema that is `null` refuses the document. `pattern`s are
+//!    [translated](super::pattern); one the engine still cannot compile goes the same way.
 //! 3. **Compile.** [`dialect::restructure`], then one registry for the whole copy, and one
 //!    validator per distinct schema however many operations share it.
 //!
