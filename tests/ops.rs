@@ -250,7 +250,9 @@ async fn metrics_parse_and_count_what_happened() {
         assert!(!text.contains(never), "{never} in the metrics");
     }
 
-    // One access-log event per request, none with a credential.
+    // One access-log event per request, none with a credential. Each is written as its
+    // response completes, which can be just after the client has read it: wait for all five.
+    gw.wait_for_log("request", 5);
     let access: Vec<Value> = gw
         .logs()
         .lines()
