@@ -10,7 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, header};
 
 use specgate::audit::{Entry, GENESIS, Outcome, ResourceFields, seal};
-use specgate::layer::validate::{body_kind, validate_json};
+use specgate::layer::validate::check_request;
 use specgate::route::RouteTable;
 use specgate::spec::{Spec, SpecSource};
 
@@ -54,13 +54,11 @@ fn hot_paths(c: &mut Criterion) {
 
     let check = |body: &[u8]| {
         let routed = table.route(&Method::POST, "/api/3/connections")?;
-        let op = &routed.operation;
-        let request_body = op.body.as_ref().unwrap();
-        body_kind(request_body, &headers)?;
-        validate_json(
-            op,
-            request_body.json.as_ref().unwrap(),
-            request_body.required,
+        check_request(
+            &routed,
+            &routed.operation,
+            None,
+            &headers,
             body,
             specgate::config::defaults::MAX_JSON_DEPTH as usize,
         )

@@ -44,11 +44,8 @@ pub fn route_rows(spec: &Spec) -> Vec<RouteRow> {
                 op.variant.as_ref().map_or("", |v| v.text.as_str())
             ),
             operation_id: op.id.to_string(),
-            validated: op
-                .body
-                .as_ref()
-                .and_then(|b| b.json.as_ref())
-                .is_some_and(|j| j.schema.is_some()),
+            validated: op.body.as_ref().is_some_and(|b| b.validated())
+                || op.parameters.iter().any(|p| p.schema.is_some()),
             mock: op.example.as_ref().map(|e| e.status.as_u16()),
         })
         .collect()

@@ -14,7 +14,7 @@ use http::{HeaderName, Uri};
 
 use crate::audit::ship::{PgUrl, ShipConfig, default_node};
 use crate::audit::{AuditOptions, MacKey, OnError, SyncMode};
-use crate::spec::SpecSource;
+use crate::spec::{ReadOnly, SpecSource};
 
 /// One setting: its key in the config file and its environment variable.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +75,7 @@ settings! {
     MAX_HEADER_BYTES = "limits.max_header_bytes", "SPECGATE_MAX_HEADER_BYTES";
     MAX_HEADERS = "limits.max_headers", "SPECGATE_MAX_HEADERS";
     MAX_JSON_DEPTH = "limits.max_json_depth", "SPECGATE_MAX_JSON_DEPTH";
+    READ_ONLY = "validation.read_only", "SPECGATE_READ_ONLY";
 }
 
 /// The config-file key of the client list (`[[clients]]`). It has no environment variable:
@@ -896,6 +897,11 @@ impl Config {
                 overlays: s
                     .list(OVERLAYS)?
                     .map(|l| l.into_iter().map(PathBuf::from).collect()),
+                read_only: s.choice(
+                    READ_ONLY,
+                    &[("allow", ReadOnly::Allow), ("refuse", ReadOnly::Refuse)],
+                    ReadOnly::Allow,
+                )?,
             },
             audit: audit(s)?,
             token_poll: s.ms(API_TOKEN_POLL_MS, defaults::API_TOKEN_POLL_MS)?,

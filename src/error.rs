@@ -58,15 +58,20 @@ pub enum Error {
     /// The body could not be read from the client (it aborted, or sent a malformed stream).
     #[error("request body could not be read")]
     BodyRead(#[source] BoxError),
-    /// The operation takes JSON, and the request did not say it sent JSON.
+    /// The request's `Content-Type` is none the operation declares for its body.
     #[error("unsupported content type")]
     UnsupportedMediaType {
         /// The `Content-Type` the client sent, if any.
         got: Option<String>,
+        /// The media types the operation declares.
+        declared: Vec<String>,
     },
     /// The body is not JSON.
     #[error("request body is not valid JSON: {0}")]
     MalformedJson(String),
+    /// The body is not well-formed `multipart/form-data`.
+    #[error("request body is not valid multipart/form-data: {0}")]
+    MalformedMultipart(&'static str),
     /// The operation declares no request body and one was sent.
     #[error("this operation takes no request body")]
     BodyNotAllowed,
@@ -76,6 +81,14 @@ pub enum Error {
         /// The operation whose schema was applied.
         operation_id: String,
         /// One entry per violation.
+        violations: Vec<Violation>,
+    },
+    /// A path, query, header or cookie parameter is missing or does not satisfy its schema.
+    #[error("request parameters do not match operation {operation_id}")]
+    ParameterViolations {
+        /// The operation whose parameters were applied.
+        operation_id: String,
+        /// One entry per violation, each naming its parameter.
         violations: Vec<Violation>,
     },
     /// No connection to the upstream could be made.
@@ -183,11 +196,37 @@ pub struct Violation {
     pub source: Source,
 }
 
-/// The location of a violation.
+/// Where a violation is, in JSON:API's terms: `{"pointer": "/connection/name"}` in the body,
+/// or `{"parameter": "state"}` for a path, query, header or cookie parameter.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Source {
-    /// An RFC 6901 JSON pointer into the request body.
-    pub pointer: String,
+#[serde(untagged)]
+pub enum Source {
+    /// In the request body.
+    Body {
+        /// An RFC 6901 JSON pointer into the body.
+        pointer: String,
+    },
+    /// In a parameter.
+    Parameter {
+        /// The parameter's name.
+        parameter: String,
+    },
+}
+
+impl Source {
+    /// At `pointer` in the body.
+    pub fn body(pointer: impl Into<String>) -> Source {
+        Source::Body {
+            pointer: pointer.into(),
+        }
+    }
+
+    /// In the parameter `name`.
+    pub fn parameter(name: impl Into<String>) -> Source {
+        Source::Parameter {
+            parameter: name.into(),
+        }
+    }
 }
 
 /// The `application/problem+json` body every error is rendered as.
@@ -224,12 +263,15 @@ impl Error {
             | Error::ChoosingParameterRepeated { .. }
             | Error::BodyRead(_)
             | Error::MalformedJson(_)
+            | Error::MalformedMultipart(_)
             | Error::DuplicateKey { .. }
             | Error::JsonTooDeep { .. } => StatusCode::BAD_REQUEST,
             Error::BodyNotAllowed => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::SchemaViolations { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::SchemaViolations { .. } | Error::ParameterViolations { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Error::UpstreamConnect(_) | Error::UpstreamTls(_) | Error::UpstreamProtocol(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -279,10 +321,18 @@ impl Error {
                 "Unsupported media type",
             ),
             Error::MalformedJson(_) => ("urn:specgate:problem:malformed-json", "Malformed JSON"),
+            Error::MalformedMultipart(_) => (
+                "urn:specgate:problem:malformed-multipart",
+                "Malformed multipart body",
+            ),
             Error::BodyNotAllowed => ("urn:specgate:problem:body-not-allowed", "No body expected"),
             Error::SchemaViolations { .. } => (
                 "urn:specgate:problem:schema-violation",
                 "Request body does not match the API schema",
+            ),
+            Error::ParameterViolations { .. } => (
+                "urn:specgate:problem:parameter-violation",
+                "Request parameters do not match the API schema",
             ),
             Error::UpstreamConnect(_) => (
                 "urn:specgate:problem:upstream-connect",
@@ -344,13 +394,19 @@ impl Error {
                 "{method} is not an operation on this path; the spec allows {}",
                 allow.to_str().unwrap_or("")
             ),
-            Error::UnsupportedMediaType { got: Some(got) } => format!(
-                "this operation takes application/json; the request's Content-Type is {got:?}"
-            ),
-            Error::UnsupportedMediaType { got: None } => {
-                "this operation takes application/json; the request has no Content-Type".to_owned()
+            Error::UnsupportedMediaType { got, declared } => {
+                let takes = match declared.as_slice() {
+                    [] => "this operation declares no media type for its body".to_owned(),
+                    [one] => format!("this operation takes {one}"),
+                    many => format!("this operation takes one of {}", many.join(", ")),
+                };
+                match got {
+                    Some(got) => format!("{takes}; the request's Content-Type is {got:?}"),
+                    None => format!("{takes}; the request has no Content-Type"),
+                }
             }
-            Error::SchemaViolations { violations, .. } => match violations.as_slice() {
+            Error::SchemaViolations { violations, .. }
+            | Error::ParameterViolations { violations, .. } => match violations.as_slice() {
                 [one] => one.title.clone(),
                 many => format!("{} violations of the API schema; see errors", many.len()),
             },
@@ -367,7 +423,8 @@ impl Error {
     pub fn problem<'a>(&'a self, request_id: Option<&'a str>) -> Problem<'a> {
         let (kind, title) = self.type_and_title();
         let errors = match self {
-            Error::SchemaViolations { violations, .. } => violations.as_slice(),
+            Error::SchemaViolations { violations, .. }
+            | Error::ParameterViolations { violations, .. } => violations.as_slice(),
             _ => &[],
         };
         Problem {
@@ -482,9 +539,7 @@ mod tests {
             violations: vec![Violation {
                 title: "/connection: missing required property 'name'".into(),
                 code: "required",
-                source: Source {
-                    pointer: "/connection/name".into(),
-                },
+                source: Source::body("/connection/name"),
             }],
         };
         let (status, headers, body) = rendered(error).await;
@@ -537,7 +592,13 @@ mod tests {
             (Error::RouteNotFound, 404),
             (Error::BadTarget("x"), 400),
             (Error::BodyTooLarge { limit: 1 }, 413),
-            (Error::UnsupportedMediaType { got: None }, 415),
+            (
+                Error::UnsupportedMediaType {
+                    got: None,
+                    declared: vec!["application/json".into()],
+                },
+                415,
+            ),
             (Error::MalformedJson("x".into()), 400),
             (Error::BodyNotAllowed, 400),
             (Error::AuditUnavailable, 503),

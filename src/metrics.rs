@@ -67,6 +67,7 @@ pub struct Metrics {
     registry: Arc<Registry>,
     requests: Family<RequestLabels, Counter>,
     validation_failures: Family<ValidationLabels, Counter>,
+    unvalidated: Family<ValidationLabels, Counter>,
     upstream_latency: HistogramFamily<OperationLabels>,
     upstream_errors: Family<KindLabels, Counter>,
     in_flight: Gauge,
@@ -213,6 +214,13 @@ impl Metrics {
             "Request bodies refused before forwarding, by operation and reason",
             validation_failures.clone(),
         );
+        let unvalidated = Family::<ValidationLabels, Counter>::default();
+        registry.register(
+            "unvalidated",
+            "Request bodies forwarded unchecked because specgate cannot read their declared \
+             media type (XML, YAML, binary), by operation and reason",
+            unvalidated.clone(),
+        );
         let upstream_latency: HistogramFamily<OperationLabels> =
             Family::new_with_constructor(latency_histogram);
         registry.register(
@@ -278,6 +286,7 @@ impl Metrics {
             registry: Arc::new(registry),
             requests,
             validation_failures,
+            unvalidated,
             upstream_latency,
             upstream_errors,
             in_flight,
@@ -315,6 +324,16 @@ impl Metrics {
     /// A request body was refused for `reason` (an error kind).
     pub fn validation_failure(&self, operation: &Arc<str>, reason: &'static str) {
         self.validation_failures
+            .get_or_create(&ValidationLabels {
+                operation: operation.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// A request body was forwarded without being checked, for `reason`.
+    pub fn unvalidated(&self, operation: &Arc<str>, reason: &'static str) {
+        self.unvalidated
             .get_or_create(&ValidationLabels {
                 operation: operation.clone(),
                 reason,

@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::config::UnknownRoutes;
 use crate::error::Error;
-use crate::router::Router;
+use crate::router::{Router, Template};
 use crate::spec::{Operation, PathOperations, Spec, Variant};
 
 /// The operation id of a request for a path the spec does not have, when such requests are
@@ -208,8 +208,10 @@ impl RouteTable {
                     id: Arc::from(UNSPECIFIED),
                     method: method.clone(),
                     template: path.to_owned(),
+                    path: Template::parse(path),
                     variant: None,
                     pointer: String::new(),
+                    parameters: Vec::new(),
                     body: None,
                     // A POST may create something upstream: it is audited like any create.
                     creates: method == Method::POST,

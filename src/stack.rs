@@ -116,7 +116,10 @@ where
         // Needs the operation; before the body is read, so a forbidden call reads nothing.
         .layer(AuthorizeLayer)
         // A bad body stops here, before the token is anywhere near the request.
-        .layer(ValidateLayer::new(parts.max_json_depth))
+        .layer(ValidateLayer::new(
+            parts.max_json_depth,
+            parts.metrics.clone(),
+        ))
         // The stored token replaces whatever the client sent.
         .layer(CredentialLayer::new(parts.credential_header, parts.tokens))
         // Sees exactly what the upstream answered, and holds a create's 2xx until its record

@@ -55,8 +55,7 @@ impl CreateRequest {
             .operation
             .body
             .as_ref()
-            .and_then(|b| b.json.as_ref())
-            .and_then(|j| j.resource_key.clone());
+            .and_then(|b| b.resource_key.clone());
         CreateRequest {
             request_id: req
                 .extensions()

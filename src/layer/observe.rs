@@ -48,9 +48,11 @@ impl OperationSlot {
 }
 
 /// The error kinds that are a refused request body, counted as validation failures.
-const VALIDATION_KINDS: [&str; 7] = [
+const VALIDATION_KINDS: [&str; 9] = [
     "schema-violation",
+    "parameter-violation",
     "malformed-json",
+    "malformed-multipart",
     "unsupported-media-type",
     "body-not-allowed",
     "body-too-large",

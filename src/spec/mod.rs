@@ -15,10 +15,12 @@ mod bundle;
 mod dialect;
 mod document;
 mod example;
+mod operation;
 mod overlay;
 mod pattern;
 mod schema;
 mod schemas;
+mod shape;
 mod swagger2;
 mod walk;
 
@@ -31,7 +33,13 @@ use serde_json::Value;
 use crate::router::{Router, Template};
 pub use dialect::Dialect;
 pub use example::{Example, response_example};
-pub use schema::{MAX_VIOLATIONS, RequestSchema};
+pub use operation::{
+    AUDIT_EXTENSION, Encoding, Fields, Location, Media, Operation, Parameter, RequestBody, Style,
+    Variant,
+};
+pub use schema::{MAX_VIOLATIONS, RequestSchema, Subject};
+pub use schemas::ReadOnly;
+pub use shape::{Shape, Types, any as any_shape};
 pub use walk::push as pointer_push;
 
 /// The spec compiled into the binary: the vendor's document as shipped in `schemas/`.
@@ -45,9 +53,6 @@ pub const EMBEDDED_OVERLAY: (&str, &str) = (
     "schemas/activecampaign-v3.overlay.yaml",
     include_str!("../../schemas/activecampaign-v3.overlay.yaml"),
 );
-
-/// The operation extension that says whether an operation's 2xx is audited as a create.
-pub const AUDIT_EXTENSION: &str = "x-specgate-audit";
 
 /// The credential header used when the spec declares no `apiKey` scheme in a header.
 pub const DEFAULT_CREDENTIAL_HEADER: &str = "api-token";
@@ -88,6 +93,8 @@ pub struct SpecSource {
     /// The overlay files, applied in order; `None` means the default: the embedded overlay for
     /// the embedded spec, or `<stem>.overlay.{yaml,yml,json}` beside a spec file if present.
     pub overlays: Option<Vec<PathBuf>>,
+    /// How requests may treat `readOnly` properties.
+    pub read_only: ReadOnly,
 }
 
 /// The compiled spec.
@@ -129,79 +136,6 @@ impl PathOperations {
             .find(|(m, _)| m == method)
             .map(|(_, ops)| ops)
     }
-}
-
-/// One operation of the spec.
-#[derive(Debug)]
-pub struct Operation {
-    /// The `operationId`, or `METHOD /path` when the spec gives none.
-    pub id: Arc<str>,
-    /// The HTTP method.
-    pub method: Method,
-    /// The path template (`/connections/{id}`), without any `#fragment` or `?query` its key
-    /// has.
-    pub template: String,
-    /// What the key has after the template (`?Action=Create`, `#add_shared_link`), if anything.
-    pub variant: Option<Variant>,
-    /// Where the operation is in the document (`/paths/~1connections/post`).
-    pub pointer: String,
-    /// The request body, if the operation declares one.
-    pub body: Option<RequestBody>,
-    /// Whether a 2xx means a resource was created: those are audited. By default a POST with a
-    /// request body; the operation's `x-specgate-audit: true|false` (set in an overlay) says
-    /// otherwise, for a POST that only searches, or a PUT that creates.
-    pub creates: bool,
-    /// The spec's example 2xx response, which mock mode answers with.
-    pub example: Option<Example>,
-}
-
-/// The part of a path key after its template: `?Action=CreateUser&Version=2010-05-08` or
-/// `#X-Amz-Target=Service.Op`. Its `name=value` pairs say which requests it is meant for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Variant {
-    /// As written, with its leading `?` or `#`.
-    pub text: String,
-    /// Each `name` or `name=value` it lists.
-    pub params: Vec<(String, Option<String>)>,
-}
-
-impl Variant {
-    fn parse(text: &str) -> Variant {
-        let params = text[1..]
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| match pair.split_once('=') {
-                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-                None => (pair.to_owned(), None),
-            })
-            .collect();
-        Variant {
-            text: text.to_owned(),
-            params,
-        }
-    }
-}
-
-/// An operation's request body.
-#[derive(Debug)]
-pub struct RequestBody {
-    /// Whether the body must be present.
-    pub required: bool,
-    /// The media types the spec declares, lower-cased, without parameters.
-    pub media_types: Vec<String>,
-    /// The compiled schema of the JSON media type, if the operation takes JSON.
-    pub json: Option<JsonBody>,
-}
-
-/// The JSON form of a request body.
-#[derive(Debug)]
-pub struct JsonBody {
-    /// The compiled schema, shared by every operation that uses it; `None` when the spec
-    /// gives no schema (any JSON is accepted).
-    pub schema: Option<Arc<RequestSchema>>,
-    /// When the schema's top level has exactly one property (`connection`), its name: the
-    /// resource's fields live under it in the request, and its `id` under it in the response.
-    pub resource_key: Option<String>,
 }
 
 const METHODS: [(&str, Method); 8] = [
@@ -258,10 +192,11 @@ impl Spec {
             Some(path) => bundle::Bundle::resolve(&mut doc, path)?,
             None => bundle::Bundle::default(),
         };
-        let mut spec = Spec::compile(&origin, doc).map_err(|mut error| {
-            bundle.locate(&mut error);
-            error
-        })?;
+        let mut spec =
+            Spec::compile_with(&origin, doc, source.read_only).map_err(|mut error| {
+                bundle.locate(&mut error);
+                error
+            })?;
         for warning in &mut spec.warnings {
             bundle.locate(&mut warning.0);
         }
@@ -271,6 +206,11 @@ impl Spec {
 
     /// Compiles an already parsed (and overlaid) document; `file` names it in errors.
     pub fn compile(file: &str, doc: Value) -> Result<Spec, SpecError> {
+        Spec::compile_with(file, doc, ReadOnly::default())
+    }
+
+    /// [`Spec::compile`], with how requests may treat `readOnly` properties.
+    pub fn compile_with(file: &str, doc: Value, read_only: ReadOnly) -> Result<Spec, SpecError> {
         let mut warnings = Vec::new();
         let (version, dialect, doc) = match version_of(&doc) {
             Version::OpenApi(version, dialect) => (version, dialect, doc),
@@ -293,7 +233,7 @@ impl Spec {
             .and_then(Value::as_object)
             .ok_or_else(|| SpecError::new(file, "/paths", "the spec has no paths object"))?;
         let mut operations = Vec::new();
-        let mut schema_roots = Vec::new();
+        let mut roots = operation::Roots::default();
         for (key, item) in paths {
             if key.starts_with("x-") {
                 continue;
@@ -314,31 +254,31 @@ impl Spec {
             let (item_at, item) = deref(&doc, &key_at, item, file)?;
             for (name, method) in &METHODS {
                 let Some(op) = item.get(*name) else { continue };
-                let op_at = pointer_push(&item_at, name);
-                let (operation, root) = compile_operation(
-                    &doc,
+                let source = operation::Source {
+                    doc: &doc,
                     file,
                     template,
-                    variant.clone(),
-                    method.clone(),
-                    &op_at,
-                    op,
-                )?;
-                schema_roots.push(root);
-                operations.push(operation);
+                    variant: variant.clone(),
+                    method: method.clone(),
+                    shared: item.get("parameters").map(|p| (item_at.as_str(), p)),
+                };
+                let op_at = pointer_push(&item_at, name);
+                operations.push(Operation::read(source, &op_at, op, &mut roots)?);
             }
         }
-        let roots: Vec<String> = schema_roots.iter().flatten().cloned().collect();
-        let compiled = schemas::compile(&doc, &roots, dialect, file, &mut warnings)?;
+        let compiled = schemas::compile(
+            &doc,
+            &roots.schemas,
+            &roots.shaped,
+            dialect,
+            read_only,
+            file,
+            &mut warnings,
+        )?;
         let operations: Vec<Arc<Operation>> = operations
             .into_iter()
-            .zip(schema_roots)
-            .map(|(mut operation, root)| {
-                if let (Some(json), Some(root)) =
-                    (operation.body.as_mut().and_then(|b| b.json.as_mut()), root)
-                {
-                    json.schema = compiled.get(&root).cloned();
-                }
+            .map(|mut operation| {
+                operation.fill(&compiled);
                 Arc::new(operation)
             })
             .collect();
@@ -460,129 +400,8 @@ fn route(
     })
 }
 
-fn compile_operation(
-    doc: &Value,
-    file: &str,
-    template: &str,
-    variant: Option<Variant>,
-    method: Method,
-    op_at: &str,
-    op: &Value,
-) -> Result<(Operation, Option<String>), SpecError> {
-    let id = match op.get("operationId") {
-        Some(Value::String(id)) if !id.is_empty() => id.clone(),
-        _ => match &variant {
-            Some(variant) => format!("{method} {template}{}", variant.text),
-            None => format!("{method} {template}"),
-        },
-    };
-    let (body, schema_root) = match op.get("requestBody") {
-        None => (None, None),
-        Some(body) => {
-            let (body_at, body) = deref(doc, &pointer_push(op_at, "requestBody"), body, file)?;
-            let (body, root) = body_of(doc, file, &body_at, body)?;
-            (Some(body), root)
-        }
-    };
-    let creates = match op.get(AUDIT_EXTENSION) {
-        None => method == Method::POST && body.is_some(),
-        Some(Value::Bool(audited)) => *audited,
-        Some(_) => {
-            return Err(SpecError::new(
-                file,
-                pointer_push(op_at, AUDIT_EXTENSION),
-                format!("{AUDIT_EXTENSION} must be true or false"),
-            ));
-        }
-    };
-    Ok((
-        Operation {
-            id: id.into(),
-            creates,
-            method,
-            template: template.to_owned(),
-            variant,
-            pointer: op_at.to_owned(),
-            body,
-            example: response_example(doc, op),
-        },
-        schema_root,
-    ))
-}
-
-/// A request body, and where the schema of its JSON media type is (to compile with the rest).
-fn body_of(
-    doc: &Value,
-    file: &str,
-    body_at: &str,
-    body: &Value,
-) -> Result<(RequestBody, Option<String>), SpecError> {
-    let content_at = pointer_push(body_at, "content");
-    let content = body
-        .get("content")
-        .and_then(Value::as_object)
-        .ok_or_else(|| SpecError::new(file, &content_at, "a request body needs a content map"))?;
-    let mut media_types = Vec::new();
-    let mut json = None;
-    let mut root = None;
-    for (media_type, media) in content {
-        let essence = media_essence(media_type);
-        if json.is_none() && is_json(&essence) {
-            let schema = media.get("schema");
-            json = Some(JsonBody {
-                schema: None,
-                resource_key: schema.and_then(|s| resource_key(doc, s)),
-            });
-            root = schema.map(|schema| {
-                let at = pointer_push(&pointer_push(&content_at, media_type), "schema");
-                shared_root(doc, schema).unwrap_or(at)
-            });
-        }
-        media_types.push(essence);
-    }
-    Ok((
-        RequestBody {
-            required: body
-                .get("required")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            media_types,
-            json,
-        },
-        root,
-    ))
-}
-
-/// The target of a schema that is only a `$ref` (when it resolves), so operations that name
-/// the same component share one compiled validator.
-fn shared_root(doc: &Value, schema: &Value) -> Option<String> {
-    let map = schema.as_object()?;
-    match (map.len(), map.get("$ref")) {
-        (1, Some(Value::String(target))) => {
-            walk::local_target(target).filter(|at| doc.pointer(at).is_some())
-        }
-        _ => None,
-    }
-}
-
-/// The single top-level property of a body schema, following `$ref`s: `connection` for the
-/// seed. That is where ActiveCampaign (and most JSON APIs of its style) put the resource.
-fn resource_key<'a>(doc: &'a Value, mut schema: &'a Value) -> Option<String> {
-    for _ in 0..8 {
-        match schema.get("$ref").and_then(Value::as_str) {
-            Some(target) => schema = doc.pointer(&walk::local_target(target)?)?,
-            None => break,
-        }
-    }
-    let properties = schema.get("properties")?.as_object()?;
-    match properties.keys().collect::<Vec<_>>().as_slice() {
-        [only] => Some((*only).clone()),
-        _ => None,
-    }
-}
-
 /// Follows a chain of local `$ref`s on an OpenAPI object (path item, request body).
-fn deref<'a>(
+pub(super) fn deref<'a>(
     doc: &'a Value,
     at: &str,
     mut value: &'a Value,

@@ -111,14 +111,20 @@ impl RequestSchema {
 
     /// Checks `body`: handed back if it is valid, its violations if not.
     pub fn check(&self, body: Value) -> Result<Value, Vec<Violation>> {
-        let wrapped = self.wrap(body);
+        self.check_as(body, Subject::Body)
+    }
+
+    /// Checks `value`, the value of `subject`: handed back if it is valid, its violations (in
+    /// `subject`'s terms) if not.
+    pub fn check_as(&self, value: Value, subject: Subject<'_>) -> Result<Value, Vec<Violation>> {
+        let wrapped = self.wrap(value);
         if self.set.is_valid(&wrapped) {
             let Value::Object(mut wrapper) = wrapped else {
                 unreachable!("wrap makes an object")
             };
             return Ok(wrapper.swap_remove(&*self.key).expect("wrap put it there"));
         }
-        Err(self.violations_of(&wrapped))
+        Err(self.violations_of(&wrapped, subject))
     }
 
     /// Whether `body` satisfies the schema.
@@ -128,7 +134,7 @@ impl RequestSchema {
 
     /// Every violation in `body` (at most [`MAX_VIOLATIONS`]), each with a pointer and a message.
     pub fn violations(&self, body: &Value) -> Vec<Violation> {
-        self.violations_of(&self.wrap(body.clone()))
+        self.violations_of(&self.wrap(body.clone()), Subject::Body)
     }
 
     fn wrap(&self, body: Value) -> Value {
@@ -137,12 +143,17 @@ impl RequestSchema {
         Value::Object(wrapper)
     }
 
-    fn violations_of(&self, wrapped: &Value) -> Vec<Violation> {
+    fn violations_of(&self, wrapped: &Value, subject: Subject<'_>) -> Vec<Violation> {
         let prefix = format!("/{}", self.key);
         let mut out = Vec::new();
         for error in self.set.iter_errors(wrapped) {
             let path = error.instance_path().as_str();
-            explain(&error, path.strip_prefix(&prefix).unwrap_or(path), &mut out);
+            explain(
+                &error,
+                path.strip_prefix(&prefix).unwrap_or(path),
+                subject,
+                &mut out,
+            );
             if out.len() >= MAX_VIOLATIONS {
                 out.truncate(MAX_VIOLATIONS);
                 break;
@@ -152,12 +163,49 @@ impl RequestSchema {
     }
 }
 
+/// What a checked value is: the request body, or a parameter's value.
+#[derive(Clone, Copy, Debug)]
+pub enum Subject<'a> {
+    /// The request body: violations point into it.
+    Body,
+    /// A parameter: violations name it.
+    Parameter {
+        /// Where it travels (`query`, `path`, `header`, `cookie`).
+        location: &'a str,
+        /// Its name.
+        name: &'a str,
+    },
+}
+
+impl Subject<'_> {
+    /// What a violation at `at` (a pointer inside the value) is about, for its title.
+    fn title(&self, at: &str) -> String {
+        match (self, at.is_empty()) {
+            (Subject::Body, true) => "body".to_owned(),
+            (Subject::Body, false) => at.to_owned(),
+            (Subject::Parameter { location, name }, true) => {
+                format!("{location} parameter '{name}'")
+            }
+            (Subject::Parameter { location, name }, false) => {
+                format!("{location} parameter '{name}' at {at}")
+            }
+        }
+    }
+
+    fn source(&self, pointer: String) -> Source {
+        match self {
+            Subject::Body => Source::body(pointer),
+            Subject::Parameter { name, .. } => Source::parameter(*name),
+        }
+    }
+}
+
 /// Turns one validation error into the violations a person reads.
-fn explain(error: &ValidationError<'_>, at: &str, out: &mut Vec<Violation>) {
+fn explain(error: &ValidationError<'_>, at: &str, subject: Subject<'_>, out: &mut Vec<Violation>) {
     let violation = |pointer: String, code: &'static str, what: String| Violation {
-        title: format!("{}: {what}", if at.is_empty() { "body" } else { at }),
+        title: format!("{}: {what}", subject.title(at)),
         code,
-        source: Source { pointer },
+        source: subject.source(pointer),
     };
     match error.kind() {
         ValidationErrorKind::Required { property } => {
@@ -238,6 +286,11 @@ fn explain(error: &ValidationError<'_>, at: &str, out: &mut Vec<Violation>) {
             "max_items",
             format!("must have at most {limit} items"),
         )),
+        ValidationErrorKind::FalseSchema => out.push(violation(
+            at.to_owned(),
+            "not_allowed",
+            "is not allowed here (the API document makes it read-only, or excludes it)".to_owned(),
+        )),
         other => out.push(violation(
             at.to_owned(),
             "schema",
@@ -290,7 +343,7 @@ mod tests {
     fn violations_explain_required_with_the_missing_pointer() {
         let v = compile(json!({"type": "object", "required": ["a"]})).violations(&json!({}));
         assert_eq!(v[0].title, "body: missing required property 'a'");
-        assert_eq!(v[0].source.pointer, "/a");
+        assert_eq!(v[0].source, Source::body("/a"));
     }
 
     #[test]
@@ -300,12 +353,12 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].title, "/c/n: expected string, got integer");
         assert_eq!(v[0].code, "type");
-        assert_eq!(v[0].source.pointer, "/c/n");
+        assert_eq!(v[0].source, Source::body("/c/n"));
     }
 
     #[test]
     fn property_names_are_escaped_in_pointers() {
         let v = compile(json!({"required": ["a/b~c"]})).violations(&json!({}));
-        assert_eq!(v[0].source.pointer, "/a~1b~0c");
+        assert_eq!(v[0].source, Source::body("/a~1b~0c"));
     }
 }

@@ -22,23 +22,46 @@ use std::sync::Arc;
 
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::{Draft, Registry};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::dialect::{self, Dialect};
 use super::pattern;
 use super::schema::{RequestSchema, SPEC_URI};
+use super::shape::{Shape, Shapes};
 use super::walk::{self, Holds, each_schema_mut, holds, push, tokens};
 use super::{SpecError, SpecWarning};
 
-/// Compiles the schema at each pointer of `roots` (pointers into `doc`), sharing one registry.
-/// Problems that only loosen enforcement are pushed onto `warnings`.
+/// How a request may treat `readOnly` properties, which only responses carry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadOnly {
+    /// A request need not send them (even where `required` lists them) and may.
+    #[default]
+    Allow,
+    /// A request need not send them and may not.
+    Refuse,
+}
+
+/// The request schemas of a document, compiled, and the shapes asked for.
+#[derive(Default)]
+pub(super) struct Compiled {
+    /// By the pointer of each root.
+    pub schemas: HashMap<String, Arc<RequestSchema>>,
+    /// By the pointer of each root a shape was asked for.
+    pub shapes: HashMap<String, Arc<Shape>>,
+}
+
+/// Compiles the schema at each pointer of `roots` (pointers into `doc`) as request schemas,
+/// sharing one registry, with the shape of each root in `shaped` (see [`Shape`]). Problems
+/// that only loosen enforcement are pushed onto `warnings`.
 pub(super) fn compile(
     doc: &Value,
     roots: &[String],
+    shaped: &[String],
     dialect: Dialect,
+    read_only: ReadOnly,
     file: &str,
     warnings: &mut Vec<SpecWarning>,
-) -> Result<HashMap<String, Arc<RequestSchema>>, SpecError> {
+) -> Result<Compiled, SpecError> {
     let mut set = SchemaSet {
         file,
         slots: Vec::new(),
@@ -51,10 +74,12 @@ pub(super) fn compile(
     set.check()?;
     set.translate_patterns();
     set.restructure();
+    set.read_only(read_only);
     warnings.extend(std::mem::take(&mut set.warnings).into_values());
     if roots.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(Compiled::default());
     }
+    let shapes = set.shapes(shaped);
     let slot_of = std::mem::take(&mut set.slot_of);
     let copy = json!({ "s": set.slots });
     let registry = Registry::new()
@@ -76,11 +101,14 @@ pub(super) fn compile(
             .map_or(String::new(), |(root, _)| (*root).clone());
         SpecError::new(file, root, message)
     })?;
-    Ok(distinct
-        .into_iter()
-        .cloned()
-        .zip(schemas.into_iter().map(Arc::new))
-        .collect())
+    Ok(Compiled {
+        schemas: distinct
+            .into_iter()
+            .cloned()
+            .zip(schemas.into_iter().map(Arc::new))
+            .collect(),
+        shapes,
+    })
 }
 
 struct SchemaSet<'a> {
@@ -347,13 +375,92 @@ impl SchemaSet<'_> {
         }
     }
 
+    /// Makes the set a request's view of the document: a `readOnly` property is one only the
+    /// server sends, so no request is required to (OAS 3.x). With [`ReadOnly::Refuse`] a
+    /// request may not send one either.
+    ///
+    /// A property counts as `readOnly` where it is declared beside the `required` list or in
+    /// a schema an `allOf` beside it combines (directly or by `$ref`), which is where vendors
+    /// put the two.
+    fn read_only(&mut self, read_only: ReadOnly) {
+        let is_read_only = |schema: &Value, slots: &[Value]| {
+            let flagged = |s: &Value| s.get("readOnly") == Some(&Value::Bool(true));
+            flagged(schema) || ref_slot(schema).is_some_and(|i| slots.get(i).is_some_and(flagged))
+        };
+        // Which properties each slot declares read-only, before any slot changes.
+        let declared: Vec<Vec<String>> = self
+            .slots
+            .iter()
+            .map(|slot| read_only_properties(slot, &self.slots, &is_read_only))
+            .collect();
+        let slots_before = self.slots.clone();
+        for slot in &mut self.slots {
+            each_schema_mut(slot, "", &mut |_, node| {
+                let Some(map) = node.as_object_mut() else {
+                    return true;
+                };
+                let mut names = read_only_properties_of(map, &slots_before, &is_read_only);
+                for branch in map
+                    .get("allOf")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    match ref_slot(branch) {
+                        Some(i) => names.extend(declared.get(i).into_iter().flatten().cloned()),
+                        None => {
+                            names.extend(read_only_properties(branch, &slots_before, &is_read_only))
+                        }
+                    }
+                }
+                if names.is_empty() {
+                    return true;
+                }
+                let unrequire = |map: &mut Map<String, Value>| {
+                    if let Some(Value::Array(required)) = map.get_mut("required") {
+                        required.retain(|name| !names.iter().any(|n| name == n.as_str()));
+                    }
+                };
+                unrequire(map);
+                if let Some(Value::Array(branches)) = map.get_mut("allOf") {
+                    for branch in branches.iter_mut().filter_map(Value::as_object_mut) {
+                        if !branch.contains_key("$ref") {
+                            unrequire(branch);
+                        }
+                    }
+                }
+                if read_only == ReadOnly::Refuse
+                    && let Some(Value::Object(properties)) = map.get_mut("properties")
+                {
+                    for name in &names {
+                        if let Some(property) = properties.get_mut(name) {
+                            *property = Value::Bool(false);
+                        }
+                    }
+                }
+                true
+            });
+        }
+    }
+
+    /// The shape of each of `roots`, built from the slots as they will be compiled.
+    fn shapes(&self, roots: &[String]) -> HashMap<String, Arc<Shape>> {
+        let slots = &self.slots;
+        let resolve = |reference: &str| slot_index(reference).and_then(|i| slots.get(i));
+        let mut shapes = Shapes::new(&resolve);
+        roots
+            .iter()
+            .filter_map(|root| {
+                let slot = self.slot_of.get(root)?;
+                Some((root.clone(), shapes.of(&self.slots[*slot])))
+            })
+            .collect()
+    }
+
     fn restructure(&mut self) {
         let origins = &self.origins;
         // A slot's `$ref` back to its document pointer, whose last token names the schema.
-        let origin = |reference: &str| {
-            let slot: usize = reference.strip_prefix("#/s/")?.parse().ok()?;
-            origins.get(slot).cloned()
-        };
+        let origin = |reference: &str| origins.get(slot_index(reference)?).cloned();
         for slot in &mut self.slots {
             each_schema_mut(slot, "", &mut |_, node| {
                 dialect::restructure(node, &origin);
@@ -361,6 +468,45 @@ impl SchemaSet<'_> {
             });
         }
     }
+}
+
+/// The slot a `$ref` of the compiled set names (`#/s/7`).
+fn slot_index(reference: &str) -> Option<usize> {
+    reference.strip_prefix("#/s/")?.parse().ok()
+}
+
+/// The slot the `$ref` of `schema` names, if it has one.
+fn ref_slot(schema: &Value) -> Option<usize> {
+    schema
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(slot_index)
+}
+
+/// The names of the properties `schema` declares read-only.
+fn read_only_properties(
+    schema: &Value,
+    slots: &[Value],
+    is_read_only: &dyn Fn(&Value, &[Value]) -> bool,
+) -> Vec<String> {
+    schema
+        .as_object()
+        .map(|map| read_only_properties_of(map, slots, is_read_only))
+        .unwrap_or_default()
+}
+
+fn read_only_properties_of(
+    map: &Map<String, Value>,
+    slots: &[Value],
+    is_read_only: &dyn Fn(&Value, &[Value]) -> bool,
+) -> Vec<String> {
+    map.get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(_, property)| is_read_only(property, slots))
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 /// The pointer a `$ref` names, if it resolves inside `doc`.
@@ -565,14 +711,24 @@ fn describe(kind: &ValidationErrorKind) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Source;
 
     fn compile_one(
         doc: Value,
         dialect: Dialect,
     ) -> (Result<Arc<RequestSchema>, SpecError>, Vec<SpecWarning>) {
         let mut warnings = Vec::new();
-        let result = compile(&doc, &["/s".to_owned()], dialect, "t.json", &mut warnings)
-            .map(|mut all| all.remove("/s").unwrap());
+        let roots = ["/s".to_owned()];
+        let result = compile(
+            &doc,
+            &roots,
+            &[],
+            dialect,
+            ReadOnly::Allow,
+            "t.json",
+            &mut warnings,
+        )
+        .map(|mut all| all.schemas.remove("/s").unwrap());
         (result, warnings)
     }
 
@@ -742,10 +898,68 @@ mod tests {
         assert!(!schema.is_valid(&json!({"kind": "Cat", "claws": "sharp"})));
         let v = schema.violations(&json!({"kind": "Cat", "claws": "sharp"}));
         assert_eq!(v.len(), 1, "{v:?}");
-        assert_eq!(v[0].source.pointer, "/claws");
+        assert_eq!(v[0].source, Source::body("/claws"));
         let v = schema.violations(&json!({"kind": "Cow"}));
-        assert_eq!(v[0].source.pointer, "/kind");
+        assert_eq!(v[0].source, Source::body("/kind"));
         assert_eq!(v[0].code, "enum");
+    }
+
+    fn compile_read_only(doc: &Value, read_only: ReadOnly) -> Arc<RequestSchema> {
+        let roots = ["/s".to_owned()];
+        let mut compiled = compile(
+            doc,
+            &roots,
+            &[],
+            Dialect::Oas30,
+            read_only,
+            "t",
+            &mut Vec::new(),
+        )
+        .unwrap();
+        compiled.schemas.remove("/s").unwrap()
+    }
+
+    #[test]
+    fn read_only_properties_are_not_demanded_of_requests() {
+        let doc = json!({
+            "s": {"allOf": [{"$ref": "#/components/schemas/Base"}, {"required": ["id", "name"]}]},
+            "components": {"schemas": {
+                "Base": {"type": "object", "required": ["id", "created"],
+                         "properties": {"id": {"type": "string", "readOnly": true},
+                                        "created": {"$ref": "#/components/schemas/Stamp"},
+                                        "name": {"type": "string"}}},
+                "Stamp": {"type": "string", "readOnly": true}
+            }}
+        });
+        let schema = compile_read_only(&doc, ReadOnly::Allow);
+        assert!(schema.is_valid(&json!({"name": "n"})));
+        assert!(schema.is_valid(&json!({"name": "n", "id": "sent anyway"})));
+        let v = schema.violations(&json!({}));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].source, Source::body("/name"));
+
+        let refusing = compile_read_only(&doc, ReadOnly::Refuse);
+        assert!(refusing.is_valid(&json!({"name": "n"})));
+        let v = refusing.violations(&json!({"name": "n", "id": "x"}));
+        assert_eq!(v[0].source, Source::body("/id"));
+    }
+
+    #[test]
+    fn shapes_are_built_for_the_roots_that_ask() {
+        let doc = json!({"s": {"properties": {"amount": {"type": "integer"}}}});
+        let roots = ["/s".to_owned()];
+        let compiled = compile(
+            &doc,
+            &roots,
+            &roots,
+            Dialect::Oas30,
+            ReadOnly::Allow,
+            "t",
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let shape = &compiled.shapes["/s"];
+        assert_eq!(shape.property("amount").unwrap().read("7"), json!(7));
     }
 
     #[test]
@@ -793,7 +1007,16 @@ mod tests {
             "/components/schemas/T".to_owned(),
             "/a".to_owned(),
         ];
-        let compiled = compile(&doc, &roots, Dialect::Oas31, "t", &mut Vec::new()).unwrap();
-        assert_eq!(compiled.len(), 2);
+        let compiled = compile(
+            &doc,
+            &roots,
+            &[],
+            Dialect::Oas31,
+            ReadOnly::Allow,
+            "t",
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(compiled.schemas.len(), 2);
     }
 }

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::error::Source;
 
 fn embedded() -> Spec {
     Spec::load(&SpecSource::default()).expect("the embedded spec compiles")
@@ -13,15 +14,15 @@ fn create_connection(spec: &Spec) -> &Operation {
         .unwrap()
 }
 
+/// The schema of the operation's (first) JSON media type.
 fn schema(op: &Operation) -> &RequestSchema {
     op.body
         .as_ref()
         .unwrap()
-        .json
-        .as_ref()
-        .unwrap()
-        .schema
-        .as_ref()
+        .media
+        .iter()
+        .find(|m| is_json(&m.range))
+        .and_then(|m| m.schema.as_deref())
         .unwrap()
 }
 
@@ -36,11 +37,9 @@ fn the_embedded_spec_yields_the_seed_operation() {
     assert_eq!(op.template, "/connections");
     assert!(op.creates);
     let body = op.body.as_ref().unwrap();
-    assert_eq!(body.media_types, ["application/json"]);
-    assert_eq!(
-        body.json.as_ref().unwrap().resource_key.as_deref(),
-        Some("connection")
-    );
+    let ranges: Vec<&str> = body.media.iter().map(|m| m.range.as_str()).collect();
+    assert_eq!(ranges, ["application/json"]);
+    assert_eq!(body.resource_key.as_deref(), Some("connection"));
 }
 
 #[test]
@@ -57,6 +56,7 @@ fn without_the_overlay_the_vendor_schema_lets_an_empty_object_through() {
     let source = SpecSource {
         path: None,
         overlays: Some(Vec::new()),
+        ..SpecSource::default()
     };
     let spec = Spec::load(&source).unwrap();
     assert!(schema(create_connection(&spec)).is_valid(&json!({})));
@@ -108,11 +108,8 @@ fn openapi_30_documents_compile_with_refs_and_nullable() {
     assert_eq!(&*put.id, "PUT /things/{id}");
     assert!(!put.creates, "only POSTs create");
     let body = put.body.as_ref().unwrap();
-    assert_eq!(
-        body.json.as_ref().unwrap().resource_key.as_deref(),
-        Some("thing")
-    );
-    let schema = body.json.as_ref().unwrap().schema.as_ref().unwrap();
+    assert_eq!(body.resource_key.as_deref(), Some("thing"));
+    let schema = schema(put);
     assert!(schema.is_valid(&json!({"thing": {"note": null}})));
     assert!(!schema.is_valid(&json!({"thing": {"note": 5}})));
 }
@@ -165,17 +162,12 @@ fn spec_files_pick_up_the_overlay_beside_them() {
     let spec = Spec::load(&SpecSource {
         path: Some(spec_path),
         overlays: None,
+        ..SpecSource::default()
     })
     .unwrap();
     assert_eq!(spec.overlays.len(), 1);
-    let schema = spec.operations[1]
-        .body
-        .as_ref()
-        .unwrap()
-        .json
-        .as_ref()
-        .unwrap();
-    assert!(!schema.schema.as_ref().unwrap().is_valid(&json!({})));
+    let schema = schema(&spec.operations[1]);
+    assert!(!schema.is_valid(&json!({})));
 }
 
 #[test]
@@ -250,13 +242,12 @@ fn swagger_2_documents_load_and_their_bodies_are_validated_where_they_are() {
         op.example.as_ref().unwrap().status,
         http::StatusCode::CREATED
     );
-    let body = op.body.as_ref().unwrap();
-    assert!(body.required);
-    let schema = body.json.as_ref().unwrap().schema.as_ref().unwrap();
+    assert!(op.body.as_ref().unwrap().required);
+    let schema = schema(op);
     assert!(schema.is_valid(&json!({"name": "Rex"})));
     assert!(schema.is_valid(&json!({"name": null})), "x-nullable");
     let v = schema.violations(&json!({"name": 5}));
-    assert_eq!(v[0].source.pointer, "/name");
+    assert_eq!(v[0].source, Source::body("/name"));
     assert_eq!(schema.violations(&json!({}))[0].code, "required");
 }
 
@@ -269,17 +260,12 @@ fn a_byte_order_mark_and_openapi_3_2_load() {
     let spec = Spec::load(&SpecSource {
         path: Some(path),
         overlays: Some(Vec::new()),
+        ..SpecSource::default()
     })
     .unwrap();
     assert_eq!(spec.version, "3.2.0");
-    let schema = spec.operations[0]
-        .body
-        .as_ref()
-        .unwrap()
-        .json
-        .as_ref()
-        .unwrap();
-    assert!(!schema.schema.as_ref().unwrap().is_valid(&json!({})));
+    let schema = schema(&spec.operations[0]);
+    assert!(!schema.is_valid(&json!({})));
 }
 
 #[test]
@@ -307,23 +293,12 @@ fn a_document_split_over_files_loads_and_problems_name_their_own_file() {
         Spec::load(&SpecSource {
             path: Some(api.clone()),
             overlays: Some(Vec::new()),
+            ..SpecSource::default()
         })
     };
     let spec = load().unwrap();
-    let schema = spec.operations[0]
-        .body
-        .as_ref()
-        .unwrap()
-        .json
-        .as_ref()
-        .unwrap();
-    assert!(
-        !schema
-            .schema
-            .as_ref()
-            .unwrap()
-            .is_valid(&json!({"name": 1}))
-    );
+    let schema = schema(&spec.operations[0]);
+    assert!(!schema.is_valid(&json!({"name": 1})));
     assert_eq!(spec.warnings.len(), 1);
     let warning = &spec.warnings[0].0;
     assert!(warning.file.ends_with("schemas.yaml"), "{warning}");
@@ -366,10 +341,10 @@ fn a_discriminator_over_whole_files_selects_by_their_names() {
     let spec = Spec::load(&SpecSource {
         path: Some(api),
         overlays: Some(Vec::new()),
+        ..SpecSource::default()
     })
     .unwrap();
-    let body = spec.operations[0].body.as_ref().unwrap();
-    let schema = body.json.as_ref().unwrap().schema.as_ref().unwrap();
+    let schema = schema(&spec.operations[0]);
     assert!(schema.is_valid(&json!({"kind": "Cat", "claws": true})));
     let v = schema.violations(&json!({"kind": "Cat", "claws": "sharp"}));
     assert_eq!(v.len(), 1, "only Cat's schema applies: {v:?}");
