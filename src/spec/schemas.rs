@@ -184,8 +184,26 @@ impl SchemaSet<'_> {
         dialect: Dialect,
     ) -> Result<(), SpecError> {
         let mut queue = VecDeque::new();
+        // Roots written the same way are one schema: Microsoft Graph repeats 2,189 distinct
+        // parameter schemas 67,315 times. (Their `$ref`s are pointers into the one document,
+        // so the same text means the same schema.) Problems are reported at the first.
+        let mut by_text: HashMap<String, usize> = HashMap::new();
         for root in roots {
-            self.slot(root, &mut queue);
+            if self.slot_of.contains_key(root) {
+                continue;
+            }
+            let text = doc.pointer(root).map(Value::to_string);
+            match text.as_ref().and_then(|t| by_text.get(t)) {
+                Some(&slot) => {
+                    self.slot_of.insert(root.clone(), slot);
+                }
+                None => {
+                    let slot = self.slot(root, &mut queue);
+                    if let Some(text) = text {
+                        by_text.insert(text, slot);
+                    }
+                }
+            }
         }
         while let Some(slot) = queue.pop_front() {
             let origin = self.origins[slot].clone();
