@@ -25,8 +25,11 @@ pub struct RouteRow {
     pub operation_id: String,
     /// Whether the request body is checked against a compiled schema.
     pub validated: bool,
-    /// The status mock mode answers with, if the spec has an example for it.
+    /// The status mock mode answers with, if the operation has a 2xx.
     pub mock: Option<u16>,
+    /// Whether that answer is made from the response's schema (the document gives no
+    /// example).
+    pub mock_from_schema: bool,
 }
 
 /// The route table of a compiled spec: every operation a request can reach, by path (in the
@@ -47,6 +50,7 @@ pub fn route_rows(spec: &Spec) -> Vec<RouteRow> {
             validated: op.body.as_ref().is_some_and(|b| b.validated())
                 || op.parameters.iter().any(|p| p.schema.is_some()),
             mock: op.example.as_ref().map(|e| e.status.as_u16()),
+            mock_from_schema: op.example.as_ref().is_some_and(|e| e.from_schema),
         })
         .collect()
 }
@@ -62,8 +66,11 @@ pub fn render_routes(rows: &[RouteRow]) -> String {
                 r.path.clone(),
                 r.operation_id.clone(),
                 if r.validated { "yes" } else { "no" }.to_owned(),
-                r.mock
-                    .map_or_else(|| "no example".to_owned(), |s| format!("example {s}")),
+                match (r.mock, r.mock_from_schema) {
+                    (None, _) => "no 2xx".to_owned(),
+                    (Some(s), false) => format!("example {s}"),
+                    (Some(s), true) => format!("schema {s}"),
+                },
             ]
         })
         .collect();
@@ -270,6 +277,7 @@ mod tests {
                 operation_id: "create-connection".into(),
                 validated: true,
                 mock: Some(200),
+                mock_from_schema: false,
             }]
         );
         let text = render_routes(&rows);

@@ -113,9 +113,9 @@ pub enum Error {
     /// reloaded since), so nothing can be forwarded.
     #[error("no API token is loaded; nothing is forwarded until one is")]
     TokenUnavailable,
-    /// Mock mode, and the spec has no example response for the operation.
+    /// Mock mode, and the operation declares no 2xx response to answer with.
     #[error(
-        "mock mode: the spec has no example 2xx response for operation {operation_id}; add one \
+        "mock mode: the document declares no 2xx response for operation {operation_id}; add one \
          (an overlay can) to mock it"
     )]
     MockNoExample {

@@ -4,7 +4,8 @@
 //! it the JSON media type is preferred, and its `example`, or else the first of its
 //! `examples.*.value` (following local `$ref`s). A string example of a JSON media type is
 //! parsed as JSON when it is JSON, as vendors often paste the body in as a string (the seed
-//! does). A 2xx without content (a 204) is an empty answer.
+//! does). A 2xx without content (a 204) is an empty answer. With no example anywhere, the
+//! lowest 2xx answers with a value made from its schema, as Prism does.
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -21,6 +22,8 @@ pub struct Example {
     pub content_type: Option<String>,
     /// The body.
     pub body: Bytes,
+    /// Made from the response's schema, the document giving no example.
+    pub from_schema: bool,
 }
 
 /// Follows local `$ref`s; `None` if one points at nothing or the chain does not end.
@@ -48,7 +51,9 @@ fn status_of(code: &str) -> Option<StatusCode> {
         .and_then(|c| StatusCode::from_u16(c).ok())
 }
 
-/// The example response of operation `op` in `doc`, if the spec gives one.
+/// The example response of operation `op` in `doc`: the first 2xx that has an example; else
+/// the lowest 2xx, empty if it has no content and otherwise with a value made from its schema
+/// ([`super::generate`]). `None` only for an operation without a 2xx.
 pub fn response_example(doc: &Value, op: &Value) -> Option<Example> {
     let responses = op.get("responses")?.as_object()?;
     let mut codes: Vec<(StatusCode, &Value)> = responses
@@ -56,35 +61,49 @@ pub fn response_example(doc: &Value, op: &Value) -> Option<Example> {
         .filter_map(|(code, response)| Some((status_of(code)?, response)))
         .collect();
     codes.sort_by_key(|(status, _)| *status);
-    let mut without_content = None;
+    let mut made: Option<Example> = None;
     for (status, response) in codes {
         let Some(response) = resolve(doc, response) else {
             continue;
         };
         let content = response.get("content").and_then(Value::as_object);
         let Some(content) = content.filter(|c| !c.is_empty()) else {
-            without_content.get_or_insert(Example {
+            made.get_or_insert(Example {
                 status,
                 content_type: None,
                 body: Bytes::new(),
+                from_schema: false,
             });
             continue;
         };
         let mut media: Vec<(&String, &Value)> = content.iter().collect();
         // JSON first, then the document's order.
         media.sort_by_key(|(media_type, _)| !is_json(&media_essence(media_type)));
-        for (media_type, media) in media {
+        for (media_type, media) in &media {
             let Some(value) = media_example(doc, media) else {
                 continue;
             };
             return Some(Example {
                 status,
-                content_type: Some(media_type.clone()),
+                content_type: Some((*media_type).clone()),
                 body: encode(&media_essence(media_type), value),
+                from_schema: false,
+            });
+        }
+        if made.is_none() {
+            let (media_type, media) = media[0];
+            let value = media
+                .get("schema")
+                .map_or(Value::Null, |schema| super::generate::value(doc, schema));
+            made = Some(Example {
+                status,
+                content_type: Some(media_type.clone()),
+                body: encode(&media_essence(media_type), &value),
+                from_schema: true,
             });
         }
     }
-    without_content
+    made
 }
 
 fn media_example<'a>(doc: &'a Value, media: &'a Value) -> Option<&'a Value> {
@@ -161,5 +180,24 @@ mod tests {
         assert!(example.body.is_empty() && example.content_type.is_none());
         let doc = json!({"responses": {"404": {"content": {"application/json": {"example": {}}}}}});
         assert!(response_example(&doc, &doc).is_none());
+    }
+
+    #[test]
+    fn without_an_example_the_lowest_2xx_is_made_from_its_schema() {
+        let doc = json!({"responses": {
+            "201": {"content": {"application/json": {"schema": {"type": "object", "required": ["id"],
+                "properties": {"id": {"type": "string", "format": "uuid"}}}}}},
+            "202": {"content": {"text/plain": {"example": "later"}}}
+        }});
+        let example = response_example(&doc, &doc).unwrap();
+        assert_eq!(example.status, StatusCode::ACCEPTED, "a given example wins");
+        let doc = json!({"responses": {"201": doc["responses"]["201"].clone()}});
+        let example = response_example(&doc, &doc).unwrap();
+        assert_eq!(example.status, StatusCode::CREATED);
+        assert!(example.from_schema);
+        assert_eq!(
+            &example.body[..],
+            br#"{"id":"00000000-0000-4000-8000-000000000000"}"#
+        );
     }
 }

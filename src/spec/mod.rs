@@ -15,6 +15,7 @@ mod bundle;
 mod dialect;
 mod document;
 mod example;
+mod generate;
 mod operation;
 mod overlay;
 mod pattern;
