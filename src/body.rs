@@ -45,6 +45,16 @@ impl Body {
         }
     }
 
+    /// The whole body, if it can be sent again: one held in memory, or one that has ended
+    /// without a byte. A body still streaming in from the client cannot.
+    pub fn replayable(&self) -> Option<Bytes> {
+        match &self.0 {
+            Kind::Full(bytes) => Some(bytes.clone().unwrap_or_default()),
+            _ if http_body::Body::is_end_stream(self) => Some(Bytes::new()),
+            _ => None,
+        }
+    }
+
     /// Wraps any other body.
     pub fn new<B>(body: B) -> Self
     where

@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, Uri};
+use http::Uri;
 
 use crate::audit::ship::{PgUrl, ShipConfig, default_node};
 use crate::audit::{AuditOptions, MacKey, OnError, SyncMode};
+use crate::scheme::Scheme;
 use crate::spec::{ReadOnly, SpecSource};
 
 /// One setting: its key in the config file and its environment variable.
@@ -37,7 +38,9 @@ settings! {
     LISTEN = "listen", "SPECGATE_LISTEN";
     ADMIN_LISTEN = "admin_listen", "SPECGATE_ADMIN_LISTEN";
     MAX_BODY_BYTES = "max_body_bytes", "SPECGATE_MAX_BODY_BYTES";
+    CREDENTIAL = "credential", "SPECGATE_CREDENTIAL";
     CREDENTIAL_HEADER = "credential_header", "SPECGATE_CREDENTIAL_HEADER";
+    OAUTH2_TOKEN_URL = "oauth2.token_url", "SPECGATE_OAUTH2_TOKEN_URL";
     API_TOKEN_FILE = "api_token_file", "SPECGATE_API_TOKEN_FILE";
     UPSTREAM = "upstream.url", "SPECGATE_UPSTREAM";
     UPSTREAM_CA = "upstream.ca_file", "SPECGATE_UPSTREAM_CA";
@@ -116,8 +119,12 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Request bodies larger than this are refused with 413.
     pub max_body_bytes: u64,
-    /// Overrides the credential header the spec names.
-    pub credential_header: Option<HeaderName>,
+    /// How the stored secret goes upstream, for every operation that takes a credential,
+    /// instead of the scheme the document gives it. An `oauth2` scheme with an empty token URL
+    /// takes the document's.
+    pub credential: Option<Scheme>,
+    /// Where OAuth2 access tokens are fetched, instead of the document's `tokenUrl`.
+    pub oauth2_token_url: Option<String>,
     /// Where the API token comes from; `None` only in mock mode with none configured.
     pub token: Option<TokenSource>,
     /// Whether requests are forwarded or answered from the spec's examples.
@@ -838,14 +845,42 @@ impl Config {
                 });
             }
         };
-        let credential_header = match s.string(CREDENTIAL_HEADER)? {
-            None => None,
-            Some(name) => Some(HeaderName::try_from(name.trim()).map_err(|_| {
-                s.error(
+        let oauth2_token_url = s.string(OAUTH2_TOKEN_URL)?;
+        if let Some(url) = &oauth2_token_url {
+            match url.parse::<Uri>() {
+                Ok(uri) if uri.scheme().is_some() && uri.host().is_some() => {}
+                _ => {
+                    return Err(
+                        s.error(OAUTH2_TOKEN_URL, format!("{url:?} is not an absolute URL"))
+                    );
+                }
+            }
+        }
+        let credential = match (s.string(CREDENTIAL)?, s.string(CREDENTIAL_HEADER)?) {
+            (Some(_), Some(_)) => {
+                return Err(s.error(
                     CREDENTIAL_HEADER,
-                    format!("{name:?} is not a valid header name"),
-                )
-            })?),
+                    format!(
+                        "set either {} or this (the older name for {}=header:<Name>), not both",
+                        CREDENTIAL.env, CREDENTIAL.env
+                    ),
+                ));
+            }
+            (Some(text), None) => Some(
+                match Scheme::parse(&text).map_err(|message| s.error(CREDENTIAL, message))? {
+                    Scheme::OAuth2 { scopes, .. } => Scheme::OAuth2 {
+                        // Empty: the document's.
+                        token_url: oauth2_token_url.clone().unwrap_or_default(),
+                        scopes,
+                    },
+                    other => other,
+                },
+            ),
+            (None, Some(name)) => Some(
+                Scheme::parse(&format!("header:{name}"))
+                    .map_err(|message| s.error(CREDENTIAL_HEADER, message))?,
+            ),
+            (None, None) => None,
         };
         let listen = s.addr(LISTEN, defaults::LISTEN)?;
         let tls = s.tls()?;
@@ -866,7 +901,8 @@ impl Config {
             listen,
             admin_listen: s.addr(ADMIN_LISTEN, defaults::ADMIN_LISTEN)?,
             max_body_bytes: s.u64(MAX_BODY_BYTES, defaults::MAX_BODY_BYTES)?,
-            credential_header,
+            credential,
+            oauth2_token_url,
             token,
             mode,
             shutdown_grace: s.ms(SHUTDOWN_GRACE_MS, defaults::SHUTDOWN_GRACE_MS)?,
@@ -1011,6 +1047,7 @@ fn upstream_base(s: &Sources) -> Result<Uri, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderName;
 
     fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
@@ -1384,6 +1421,54 @@ mod tests {
         assert!(matches!(c.token, Some(TokenSource::File(_))));
         assert_eq!(c.audit.sync, SyncMode::Always);
         assert_eq!(c.audit.max_file_bytes, defaults::AUDIT_MAX_FILE_BYTES);
+    }
+
+    #[test]
+    fn the_credential_setting_names_a_scheme_and_the_old_header_setting_still_works() {
+        let with = |extra: &[(&str, &str)]| {
+            let mut env = MINIMAL.to_vec();
+            env.extend_from_slice(extra);
+            load(None, &env)
+        };
+        let c = with(&[("SPECGATE_CREDENTIAL", "bearer")]).unwrap();
+        assert_eq!(c.credential, Some(Scheme::Bearer));
+        let c = with(&[("SPECGATE_CREDENTIAL_HEADER", "X-Key")]).unwrap();
+        assert_eq!(
+            c.credential,
+            Some(Scheme::Header(HeaderName::from_static("x-key")))
+        );
+        let e = with(&[
+            ("SPECGATE_CREDENTIAL", "bearer"),
+            ("SPECGATE_CREDENTIAL_HEADER", "X-Key"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("not both"), "{e}");
+        let e = with(&[("SPECGATE_CREDENTIAL", "digest")]).unwrap_err();
+        assert!(e.to_string().starts_with("SPECGATE_CREDENTIAL "), "{e}");
+        // oauth2 takes the configured token URL, or (left empty) the document's.
+        let url = "https://auth.example/token";
+        let c = with(&[
+            ("SPECGATE_CREDENTIAL", "oauth2"),
+            ("SPECGATE_OAUTH2_TOKEN_URL", url),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.credential,
+            Some(Scheme::OAuth2 {
+                token_url: url.into(),
+                scopes: vec![]
+            })
+        );
+        let c = with(&[("SPECGATE_CREDENTIAL", "oauth2")]).unwrap();
+        assert_eq!(
+            c.credential,
+            Some(Scheme::OAuth2 {
+                token_url: String::new(),
+                scopes: vec![]
+            })
+        );
+        let e = with(&[("SPECGATE_OAUTH2_TOKEN_URL", "/token")]).unwrap_err();
+        assert!(e.to_string().contains("not an absolute URL"), "{e}");
     }
 
     #[test]

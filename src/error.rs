@@ -113,6 +113,14 @@ pub enum Error {
     /// reloaded since), so nothing can be forwarded.
     #[error("no API token is loaded; nothing is forwarded until one is")]
     TokenUnavailable,
+    /// The stored secret does not have the form the operation's scheme needs (`user:password`
+    /// for `http` `basic`, `client_id:client_secret` for OAuth2), so nothing is forwarded.
+    #[error("{0}; nothing is forwarded until it does")]
+    TokenUnusable(&'static str),
+    /// The OAuth2 token endpoint gave no access token. The text names its status and OAuth
+    /// error code at most: never a secret.
+    #[error("no OAuth2 access token: {0}")]
+    TokenEndpoint(String),
     /// Mock mode, and the operation declares no 2xx response to answer with.
     #[error(
         "mock mode: the document declares no 2xx response for operation {operation_id}; add one \
@@ -276,7 +284,10 @@ impl Error {
                 StatusCode::BAD_GATEWAY
             }
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Error::AuditUnavailable | Error::TokenUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::AuditUnavailable | Error::TokenUnavailable | Error::TokenUnusable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::TokenEndpoint(_) => StatusCode::BAD_GATEWAY,
             Error::MockNoExample { .. } => StatusCode::NOT_IMPLEMENTED,
             Error::AuditFailedAfterCreate { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
@@ -354,6 +365,14 @@ impl Error {
             Error::TokenUnavailable => (
                 "urn:specgate:problem:token-unavailable",
                 "API token not loaded",
+            ),
+            Error::TokenUnusable(_) => (
+                "urn:specgate:problem:token-unusable",
+                "API token unusable for this operation",
+            ),
+            Error::TokenEndpoint(_) => (
+                "urn:specgate:problem:token-endpoint",
+                "OAuth2 token endpoint failed",
             ),
             Error::MockNoExample { .. } => {
                 ("urn:specgate:problem:mock-no-example", "No example to mock")
@@ -449,7 +468,7 @@ impl Error {
             Error::MethodNotAllowed { allow, .. } => {
                 headers.insert(header::ALLOW, allow.clone());
             }
-            Error::AuditUnavailable | Error::TokenUnavailable => {
+            Error::AuditUnavailable | Error::TokenUnavailable | Error::TokenUnusable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             Error::Overloaded { .. } => {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
-use http::{HeaderName, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::ServiceExt;
 use tower::util::{BoxCloneSyncService, Either, Oneshot};
@@ -23,15 +23,17 @@ use tower_service::Service;
 use crate::audit::Auditor;
 use crate::body::Body;
 use crate::client::ALLOW_ANY;
-use crate::config::ConfigError;
+use crate::config::{CREDENTIAL, ConfigError, OAUTH2_TOKEN_URL};
 use crate::config::{Config, TokenSource, UpstreamMode};
 use crate::error::Chain;
 use crate::layer::auth::Clients;
-use crate::layer::credential::Credentials;
+use crate::layer::credential::{CredentialPlan, Credentials};
 use crate::layer::head::HeadLimits;
 use crate::metrics::Metrics;
 use crate::mock::Mock;
+use crate::oauth2::TokenCache;
 use crate::route::RouteTable;
+use crate::scheme::{Scheme, describe_all};
 use crate::spec::{Spec, SpecWarning};
 use crate::stack;
 use crate::startup::StartError;
@@ -50,8 +52,8 @@ pub struct Generation {
     pub spec: Arc<Spec>,
     /// The spec's operations, routable.
     pub routes: Arc<RouteTable>,
-    /// The header the token goes in.
-    pub credential_header: HeaderName,
+    /// How requests carry the stored secret upstream.
+    pub credentials: CredentialPlan,
     /// The token, or why there is none.
     pub tokens: Credentials,
     /// Why no token is loaded, when none is (for readiness and logs; never the token).
@@ -92,26 +94,37 @@ impl Generation {
             .map(crate::tls::server_config)
             .transpose()?;
         let routes = Arc::new(RouteTable::new(&spec).with_unknown_routes(config.unknown_routes));
-        let backend = match config.mode {
-            UpstreamMode::Mock => Either::Right(Mock),
-            UpstreamMode::Proxy => Either::Left(Upstream::new(
-                upstream::client(&config.upstream)?,
-                &config.upstream,
-            )),
+        let configured = configured_credential(&config, &spec)?;
+        let (backend, oauth2) = match config.mode {
+            UpstreamMode::Mock => (Either::Right(Mock), None),
+            UpstreamMode::Proxy => {
+                let client = upstream::client(&config.upstream)?;
+                // Token endpoints are reached like the upstream: same pool, same trust roots.
+                let oauth2 = TokenCache::new(client.clone(), config.upstream.timeout);
+                (
+                    Either::Left(Upstream::new(client, &config.upstream)),
+                    Some(Arc::new(oauth2)),
+                )
+            }
         };
         // The token last: nothing else can fail after it is swapped.
         let (tokens, token_problem) = match (config.mode, &config.token) {
             (UpstreamMode::Mock, _) | (_, None) => (Credentials::NotNeeded, None),
             (UpstreamMode::Proxy, Some(source)) => load_token(source, previous, &metrics)?,
         };
-        let credential_header = config
-            .credential_header
-            .clone()
-            .unwrap_or_else(|| spec.credential_header.clone());
+        let mut places = spec.credential_places.clone();
+        places.extend(configured.as_ref().map(|scheme| scheme.place()));
+        places.dedup();
+        let credentials = CredentialPlan {
+            places: places.into(),
+            configured,
+            token_url: config.oauth2_token_url.as_deref().map(Arc::from),
+            tokens: tokens.clone(),
+            oauth2,
+        };
         let service = ProxyService::new(stack::build::<Body>(stack::Parts {
             routes: routes.clone(),
-            credential_header: credential_header.clone(),
-            tokens: tokens.clone(),
+            credentials: credentials.clone(),
             auditor,
             max_body_bytes: config.max_body_bytes,
             clients: Arc::new(Clients::new(&config.clients)),
@@ -130,7 +143,7 @@ impl Generation {
             config,
             spec,
             routes,
-            credential_header,
+            credentials,
             tokens,
             token_problem,
             tls,
@@ -163,25 +176,79 @@ impl Generation {
 
     /// How the upstream is authenticated, for the start-up summary (never the token).
     pub fn auth_summary(&self) -> String {
+        let schemes = credential_summary(&self.spec, self.credentials.configured.as_deref());
         match (&self.tokens, &self.config.token) {
             (Credentials::NotNeeded, _) => "none: mock mode forwards nothing".to_owned(),
             (Credentials::Missing, _) => format!(
-                "{} header, token NOT loaded: {}",
-                self.credential_header,
+                "{schemes}; token NOT loaded: {}",
                 self.token_problem.as_deref().unwrap_or("unknown")
             ),
-            (Credentials::Token(_), Some(TokenSource::File(path))) => format!(
-                "{} header, token from the file {}",
-                self.credential_header,
-                path.display()
-            ),
-            (Credentials::Token(_), _) => format!(
-                "{} header, token from {}",
-                self.credential_header,
-                crate::config::API_TOKEN_ENV
-            ),
+            (Credentials::Token(_), Some(TokenSource::File(path))) => {
+                format!("{schemes}; token from the file {}", path.display())
+            }
+            (Credentials::Token(_), _) => {
+                format!("{schemes}; token from {}", crate::config::API_TOKEN_ENV)
+            }
         }
     }
+}
+
+/// How many operations take each scheme: `X-Key header (12), none (2)`; a configured scheme
+/// stands in for every document scheme.
+pub fn credential_summary(spec: &Spec, configured: Option<&Scheme>) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for operation in &spec.operations {
+        let name = match (&operation.credential, configured) {
+            (None, _) => "none".to_owned(),
+            (Some(_), Some(configured)) => configured.describe(),
+            (Some(own), None) if own.is_empty() => "none that specgate can fill".to_owned(),
+            (Some(own), None) => describe_all(own),
+        };
+        match counts.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((name, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(name, count)| format!("{name} ({count})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `credential` setting, with an `oauth2` one's token URL taken from the document when the
+/// settings give none.
+fn configured_credential(config: &Config, spec: &Spec) -> Result<Option<Arc<Scheme>>, ConfigError> {
+    let Some(configured) = &config.credential else {
+        return Ok(None);
+    };
+    if let Scheme::OAuth2 { token_url, scopes } = configured
+        && token_url.is_empty()
+    {
+        let documented = spec
+            .operations
+            .iter()
+            .flat_map(|op| op.credential.iter().flat_map(|own| own.iter()))
+            .find_map(|scheme| match scheme {
+                Scheme::OAuth2 { token_url, .. } => Some(token_url.clone()),
+                _ => None,
+            });
+        let Some(token_url) = documented else {
+            return Err(ConfigError {
+                setting: format!("{} ({})", CREDENTIAL.env, CREDENTIAL.key),
+                message: format!(
+                    "oauth2 needs a token URL and the document has no clientCredentials flow; \
+                     set {} ({})",
+                    OAUTH2_TOKEN_URL.env, OAUTH2_TOKEN_URL.key
+                ),
+            });
+        };
+        return Ok(Some(Arc::new(Scheme::OAuth2 {
+            token_url,
+            scopes: scopes.clone(),
+        })));
+    }
+    Ok(Some(Arc::new(configured.clone())))
 }
 
 /// Refuses an allow list naming an operation the spec does not have: a typo would otherwise

@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use crate::config::UnknownRoutes;
 use crate::error::Error;
 use crate::router::{Router, Template};
+use crate::scheme::Scheme;
 use crate::spec::{Operation, PathOperations, Spec, Variant};
 
 /// The operation id of a request for a path the spec does not have, when such requests are
@@ -136,6 +137,7 @@ pub struct RouteTable {
     base_path: String,
     paths: Arc<Router<PathOperations>>,
     unknown: UnknownRoutes,
+    unknown_credential: Option<Arc<[Scheme]>>,
 }
 
 impl RouteTable {
@@ -145,6 +147,7 @@ impl RouteTable {
             base_path: spec.base_path.clone(),
             paths: spec.paths.clone(),
             unknown: UnknownRoutes::Reject,
+            unknown_credential: spec.unknown_credential.clone(),
         }
     }
 
@@ -216,6 +219,7 @@ impl RouteTable {
                     // A POST may create something upstream: it is audited like any create.
                     creates: method == Method::POST,
                     example: None,
+                    credential: self.unknown_credential.clone(),
                 });
                 Ok(Routed {
                     candidates: Arc::from([operation.clone()]),

@@ -22,7 +22,7 @@ use crate::body::Body;
 use crate::layer::audit::AuditLayer;
 use crate::layer::auth::{AuthenticateLayer, Clients, X_SPECGATE_KEY};
 use crate::layer::authorize::AuthorizeLayer;
-use crate::layer::credential::{CredentialLayer, Credentials};
+use crate::layer::credential::{CredentialLayer, CredentialPlan};
 use crate::layer::head::{HeadCheckLayer, HeadLimits};
 use crate::layer::limit::BodyLimitLayer;
 use crate::layer::observe::ObserveLayer;
@@ -37,6 +37,7 @@ use crate::layer::validate::ValidateLayer;
 use crate::metrics::Metrics;
 use crate::mock::Mock;
 use crate::route::RouteTable;
+use crate::scheme::Place;
 use crate::upstream::Upstream;
 
 /// The innermost service: the upstream, or the mock that answers from the spec's examples.
@@ -47,10 +48,8 @@ pub type Backend = tower::util::Either<Upstream, Mock>;
 pub struct Parts {
     /// The spec's operations.
     pub routes: Arc<RouteTable>,
-    /// The header the token goes in.
-    pub credential_header: HeaderName,
-    /// The token.
-    pub tokens: Credentials,
+    /// How the stored secret goes upstream.
+    pub credentials: CredentialPlan,
     /// The audit log.
     pub auditor: Auditor,
     /// Request bodies over this are refused.
@@ -85,13 +84,9 @@ where
         // From here on every request is the crate's one body type.
         .map_request(|req: Request<B>| req.map(Into::into))
         // Any credential a client sends prints as `Sensitive` in any Debug output below.
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            parts.credential_header.clone(),
-            header::AUTHORIZATION,
-            X_SPECGATE_KEY,
-            header::COOKIE,
-            header::PROXY_AUTHORIZATION,
-        ]))
+        .layer(SetSensitiveRequestHeadersLayer::new(sensitive_headers(
+            &parts.credentials.places,
+        )))
         // Outermost of ours: every response, errors included, carries the request id.
         .layer(RequestIdLayer)
         // Counts and logs every answer as the client gets it, refusals included.
@@ -121,11 +116,30 @@ where
             parts.metrics.clone(),
         ))
         // The stored token replaces whatever the client sent.
-        .layer(CredentialLayer::new(parts.credential_header, parts.tokens))
+        .layer(CredentialLayer::new(parts.credentials))
         // Sees exactly what the upstream answered, and holds a create's 2xx until its record
         // is on disk.
         .layer(AuditLayer::new(parts.auditor))
         // Times the upstream exchange alone and counts its failures by kind.
         .layer(UpstreamMetricsLayer::new(parts.metrics))
         .service(parts.upstream)
+}
+
+/// The request headers that can carry a credential: every header a scheme puts one in, and
+/// those that carry one whatever the document says.
+fn sensitive_headers(places: &[Place]) -> Vec<HeaderName> {
+    let mut names = vec![
+        header::AUTHORIZATION,
+        X_SPECGATE_KEY,
+        header::COOKIE,
+        header::PROXY_AUTHORIZATION,
+    ];
+    for place in places {
+        if let Place::Header(name) = place
+            && !names.contains(name)
+        {
+            names.push(name.clone());
+        }
+    }
+    names
 }

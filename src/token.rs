@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http::HeaderValue;
 #[cfg(test)]
@@ -47,6 +49,9 @@ pub struct Token {
     #[allow(dead_code)] // kept so the bytes are zeroised when the token is dropped
     secret: SecretString,
     header: HeaderValue,
+    bearer: HeaderValue,
+    /// `None` when the secret is not `user:password`.
+    basic: Option<HeaderValue>,
 }
 
 impl fmt::Debug for Token {
@@ -80,19 +85,38 @@ impl Token {
         if !trimmed.bytes().all(|b| b.is_ascii_graphic()) {
             return Err("the token contains non-ASCII characters");
         }
-        let wiped = Bytes::from_owner(Wiped(trimmed.as_bytes().into()));
-        let mut header = HeaderValue::from_maybe_shared(wiped)
-            .map_err(|_| "the token is not a valid header value")?;
-        header.set_sensitive(true);
+        let header = sensitive(trimmed.as_bytes().to_vec())?;
+        // Each form the secret can travel in is made once, here, so that no request copies it.
+        let bearer = sensitive([b"Bearer ", trimmed.as_bytes()].concat())?;
+        let basic = match trimmed.contains(':') {
+            true => {
+                let encoded = Zeroizing::new(BASE64.encode(trimmed));
+                Some(sensitive([b"Basic ", encoded.as_bytes()].concat())?)
+            }
+            false => None,
+        };
         Ok(Token {
             secret: SecretString::from(trimmed),
             header,
+            bearer,
+            basic,
         })
     }
 
-    /// The header value to send upstream (marked sensitive).
+    /// The secret itself, as a header value (marked sensitive): an `apiKey`'s value.
     pub fn header_value(&self) -> &HeaderValue {
         &self.header
+    }
+
+    /// `Bearer <secret>`, for `Authorization` (marked sensitive).
+    pub fn bearer(&self) -> &HeaderValue {
+        &self.bearer
+    }
+
+    /// `Basic <base64 of the secret>`, for `Authorization` (marked sensitive), when the secret
+    /// is `user:password` (or OAuth2's `client_id:client_secret`).
+    pub fn basic(&self) -> Option<&HeaderValue> {
+        self.basic.as_ref()
     }
 
     /// Whether `candidate` is this token, compared without exposing either in a message.
@@ -100,6 +124,15 @@ impl Token {
     pub fn is(&self, candidate: &str) -> bool {
         self.secret.expose_secret() == candidate
     }
+}
+
+/// A sensitive header value whose bytes are wiped when the last copy is dropped.
+pub(crate) fn sensitive(bytes: impl Into<Box<[u8]>>) -> Result<HeaderValue, &'static str> {
+    let wiped = Bytes::from_owner(Wiped(bytes.into()));
+    let mut value = HeaderValue::from_maybe_shared(wiped)
+        .map_err(|_| "the token is not a valid header value")?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// The header value's bytes: overwritten with zeros when the last `Bytes` (and so the last

@@ -1,50 +1,112 @@
-//! Puts the stored API token on the request, and only the stored one: every copy of the
-//! credential header the client sent (any case, any count) is removed first. The value is
-//! marked sensitive, so hyper's HPACK never indexes it and `Debug` never prints it. With no
-//! token loaded the request is refused (503) rather than forwarded without one; in mock mode
-//! nothing is forwarded, so the client's copies are dropped and nothing is added.
+//! Puts the stored credential on the request, and only the stored one.
+//!
+//! Every copy of a credential the client sent is removed first, wherever any scheme of the
+//! document (or the configured one) would carry it: a header in any case or count, a query
+//! parameter, a cookie. Then the operation's scheme (from its `security`, or the document's;
+//! the `credential` setting replaces it) gets the stored secret: an `apiKey` as it is, `http`
+//! `bearer` as `Bearer <secret>`, `basic` as `Basic <base64 of user:password>`, OAuth2 client
+//! credentials as an access token fetched with the secret. An operation with `security: []`
+//! gets nothing. Values are marked sensitive, so hyper's HPACK never indexes them and `Debug`
+//! never prints them.
+//!
+//! With no secret loaded, a request that needs one is refused (503) rather than forwarded
+//! without it; in mock mode nothing is forwarded, so nothing is added. A request sent with an
+//! OAuth2 access token that the upstream answers 401 is sent once more with a new token when
+//! its body is still held (one that was validated is); a streamed body cannot be sent twice.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::header::AUTHORIZATION;
+use http::{Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::RefuseOr;
+use super::{BoxFuture, RefuseOr};
 use crate::body::Body;
 use crate::error::Error;
-use crate::token::TokenStore;
+use crate::oauth2::TokenCache;
+use crate::route::Routed;
+use crate::scheme::{Place, Scheme, choose, inject, strip};
+use crate::token::{Token, TokenStore};
 
-/// Where the token comes from.
+/// Where the secret comes from.
 #[derive(Clone, Debug)]
 pub enum Credentials {
-    /// The stored token.
+    /// The stored secret.
     Token(Arc<TokenStore>),
-    /// None could be loaded: requests are refused until a reload loads one.
+    /// None could be loaded: requests that need one are refused until a reload loads one.
     Missing,
-    /// Mock mode: nothing is forwarded, so no token is needed.
+    /// Mock mode: nothing is forwarded, so no secret is needed.
     NotNeeded,
 }
 
-/// Replaces any client-sent credential with `value`.
-pub fn inject(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
-    // `insert` removes every existing value of the header before adding the new one; header
-    // names are case-insensitive, so `API-TOKEN` and `api-token` are the same entry.
-    headers.insert(name.clone(), value);
+/// How credentials are handled, the same for every request.
+#[derive(Clone, Debug)]
+pub struct CredentialPlan {
+    /// Every place a client's copy of a credential is removed from.
+    pub places: Arc<[Place]>,
+    /// The scheme every operation that takes a credential gets instead of the document's.
+    pub configured: Option<Arc<Scheme>>,
+    /// Where OAuth2 access tokens are fetched instead of the scheme's `tokenUrl`.
+    pub token_url: Option<Arc<str>>,
+    /// The secret.
+    pub tokens: Credentials,
+    /// Fetches and caches OAuth2 access tokens (absent in mock mode).
+    pub oauth2: Option<Arc<TokenCache>>,
+}
+
+/// The scheme a request goes with, for an operation whose alternatives are `own` (`None` when
+/// it takes no credential, empty when it takes one specgate cannot fill by itself): the
+/// configured one if set, else the first its secret fits.
+pub fn scheme_for<'a>(
+    own: Option<&'a [Scheme]>,
+    configured: Option<&'a Scheme>,
+    secret_is_pair: bool,
+) -> Option<&'a Scheme> {
+    own.and_then(|own| configured.or_else(|| choose(own, secret_is_pair)))
+}
+
+/// Where and with which scopes an OAuth2 access token for `scheme` is fetched: the configured
+/// token URL first; the scopes of the operation's own OAuth2 alternative, if it has one.
+pub fn oauth2_target<'a>(
+    scheme: &'a Scheme,
+    own: &'a [Scheme],
+    token_url: Option<&'a str>,
+) -> Option<(&'a str, &'a [String])> {
+    let Scheme::OAuth2 {
+        token_url: url,
+        scopes,
+    } = scheme
+    else {
+        return None;
+    };
+    let scopes = own
+        .iter()
+        .find_map(|s| match s {
+            Scheme::OAuth2 { scopes, .. } => Some(scopes),
+            _ => None,
+        })
+        .unwrap_or(scopes);
+    Some((token_url.unwrap_or(url), scopes))
 }
 
 /// Adds [`Credential`].
 #[derive(Clone, Debug)]
 pub struct CredentialLayer {
-    header: HeaderName,
-    tokens: Credentials,
+    plan: Arc<CredentialPlan>,
 }
 
 impl CredentialLayer {
-    /// Injects the token from `tokens` into the `header` header.
-    pub fn new(header: HeaderName, tokens: Credentials) -> Self {
-        CredentialLayer { header, tokens }
+    /// Handles credentials as `plan` says.
+    pub fn new(plan: CredentialPlan) -> Self {
+        CredentialLayer {
+            plan: Arc::new(plan),
+        }
     }
 }
 
@@ -54,48 +116,181 @@ impl<S> Layer<S> for CredentialLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Credential {
             inner,
-            header: self.header.clone(),
-            tokens: self.tokens.clone(),
+            plan: self.plan.clone(),
         }
     }
 }
 
-/// Injects the API token.
+/// Replaces the client's credentials with the stored one.
 #[derive(Clone, Debug)]
 pub struct Credential<S> {
     inner: S,
-    header: HeaderName,
-    tokens: Credentials,
+    plan: Arc<CredentialPlan>,
 }
 
 impl<S> Service<Request<Body>> for Credential<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Error>,
+    S: Service<Request<Body>, Response = Response<Body>, Error = Error> + Clone + Send + 'static,
+    S::Future: Send,
 {
     type Response = Response<Body>;
     type Error = Error;
-    type Future = RefuseOr<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        match &self.tokens {
-            Credentials::Token(tokens) => {
-                let token = tokens.current();
-                inject(
-                    req.headers_mut(),
-                    &self.header,
-                    token.header_value().clone(),
-                );
-            }
-            Credentials::Missing => return RefuseOr::refuse(Error::TokenUnavailable),
-            Credentials::NotNeeded => {
-                req.headers_mut().remove(&self.header);
-            }
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        if let Some(uri) = strip(&self.plan.places, &mut parts.headers, &parts.uri) {
+            parts.uri = uri;
         }
-        RefuseOr::inner(self.inner.call(req))
+        let own = parts
+            .extensions
+            .get::<Routed>()
+            .and_then(|routed| routed.operation.credential.clone());
+        let configured = self.plan.configured.as_deref();
+        let Some(own) = own.filter(|own| !own.is_empty() || configured.is_some()) else {
+            // The operation takes no credential, or none specgate can fill.
+            let req = Request::from_parts(parts, body);
+            return ResponseFuture::direct(RefuseOr::inner(self.inner.call(req)));
+        };
+        let token = match &self.plan.tokens {
+            Credentials::Token(store) => store.current(),
+            Credentials::Missing => {
+                return ResponseFuture::direct(RefuseOr::refuse(Error::TokenUnavailable));
+            }
+            Credentials::NotNeeded => {
+                let req = Request::from_parts(parts, body);
+                return ResponseFuture::direct(RefuseOr::inner(self.inner.call(req)));
+            }
+        };
+        let scheme = scheme_for(Some(&own), configured, token.basic().is_some())
+            .expect("an operation with alternatives, or a configured scheme");
+        let value = match scheme {
+            Scheme::Header(_) | Scheme::Query(_) | Scheme::Cookie(_) => token.header_value(),
+            Scheme::Bearer => token.bearer(),
+            Scheme::Basic => match token.basic() {
+                Some(basic) => basic,
+                None => {
+                    return ResponseFuture::direct(RefuseOr::refuse(Error::TokenUnusable(
+                        "http basic needs the stored secret to be user:password",
+                    )));
+                }
+            },
+            Scheme::OAuth2 { .. } => {
+                let (url, scopes) = oauth2_target(scheme, &own, self.plan.token_url.as_deref())
+                    .expect("an OAuth2 scheme has a target");
+                let fetch = OAuth2Request {
+                    cache: self.plan.oauth2.clone(),
+                    url: url.to_owned(),
+                    scopes: scopes.to_vec(),
+                    token,
+                };
+                // The ready inner service serves this request; a fresh clone waits for the next.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                let req = Request::from_parts(parts, body);
+                return ResponseFuture::fetching(Box::pin(fetch.send(inner, req)));
+            }
+        };
+        if let Some(uri) = inject(scheme, value, &mut parts.headers, &parts.uri) {
+            parts.uri = uri;
+        }
+        let req = Request::from_parts(parts, body);
+        ResponseFuture::direct(RefuseOr::inner(self.inner.call(req)))
+    }
+}
+
+/// A request that goes with an OAuth2 access token.
+struct OAuth2Request {
+    cache: Option<Arc<TokenCache>>,
+    url: String,
+    scopes: Vec<String>,
+    token: Arc<Token>,
+}
+
+impl OAuth2Request {
+    async fn send<S>(self, mut inner: S, mut req: Request<Body>) -> Result<Response<Body>, Error>
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = Error>,
+    {
+        let cache = self.cache.ok_or_else(|| {
+            Error::TokenEndpoint("no client to fetch OAuth2 tokens with in this mode".to_owned())
+        })?;
+        let access = cache.get(&self.url, &self.scopes, &self.token).await?;
+        // What a second attempt needs, taken before the body is sent.
+        let again = req.body().replayable().map(|body| {
+            let mut copy = Request::new(Body::full(body));
+            *copy.method_mut() = req.method().clone();
+            *copy.uri_mut() = req.uri().clone();
+            *copy.version_mut() = req.version();
+            *copy.headers_mut() = req.headers().clone();
+            *copy.extensions_mut() = req.extensions().clone();
+            copy
+        });
+        req.headers_mut()
+            .insert(AUTHORIZATION, access.authorization().clone());
+        let response = inner.ready().await?.call(req).await?;
+        let Some(mut again) = again.filter(|_| response.status() == StatusCode::UNAUTHORIZED)
+        else {
+            return Ok(response);
+        };
+        // The token was revoked or expired early: one new token, one more attempt.
+        drop(response);
+        let access = cache
+            .replace(&self.url, &self.scopes, &self.token, &access)
+            .await?;
+        again
+            .headers_mut()
+            .insert(AUTHORIZATION, access.authorization().clone());
+        inner.ready().await?.call(again).await
+    }
+}
+
+pin_project! {
+    /// [`Credential`]'s response future: the inner service's, unboxed, unless an OAuth2 token
+    /// has to be awaited first.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Direct { #[pin] future: RefuseOr<F> },
+        Fetching { future: BoxFuture },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn direct(future: RefuseOr<F>) -> Self {
+        ResponseFuture {
+            kind: Kind::Direct { future },
+        }
+    }
+
+    fn fetching(future: BoxFuture) -> Self {
+        ResponseFuture {
+            kind: Kind::Fetching { future },
+        }
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Error>>,
+{
+    type Output = Result<Response<Body>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Direct { future } => future.poll(cx),
+            KindProj::Fetching { future } => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -103,52 +298,221 @@ where
 mod tests {
     use super::*;
     use crate::layer::testing::recorder;
-    use tower::ServiceExt;
+    use crate::route::RouteTable;
+    use crate::spec::Spec;
+    use http::{HeaderName, Method};
+    use serde_json::{Value, json};
 
-    #[tokio::test]
-    async fn every_client_copy_is_replaced_by_the_stored_token() {
-        let (seen, inner) = recorder();
-        let tokens = Arc::new(TokenStore::fixed("stored-token").unwrap());
-        let svc = CredentialLayer::new(
-            HeaderName::from_static("api-token"),
-            Credentials::Token(tokens),
+    /// A document with one operation per kind of requirement.
+    fn spec() -> Spec {
+        let ok = json!({"200": {"description": "ok"}});
+        let get = |security: Value| match security {
+            Value::Null => json!({"get": {"responses": ok}}),
+            security => json!({"get": {"security": security, "responses": ok}}),
+        };
+        Spec::compile(
+            "t",
+            json!({
+                "openapi": "3.0.3",
+                "security": [{"key": []}],
+                "components": {"securitySchemes": {
+                    "key": {"type": "apiKey", "in": "header", "name": "X-Key"},
+                    "token": {"type": "http", "scheme": "bearer"},
+                    "login": {"type": "http", "scheme": "basic"},
+                    "q": {"type": "apiKey", "in": "query", "name": "api_key"},
+                    "c": {"type": "apiKey", "in": "cookie", "name": "session"},
+                    "dig": {"type": "http", "scheme": "digest"}
+                }},
+                "paths": {
+                    "/key": get(Value::Null),
+                    "/bearer": get(json!([{"token": []}])),
+                    "/basic": get(json!([{"login": []}])),
+                    "/query": get(json!([{"q": []}])),
+                    "/cookie": get(json!([{"c": []}])),
+                    "/public": get(json!([])),
+                    "/either": get(json!([{"login": []}, {"token": []}])),
+                    "/digest": get(json!([{"dig": []}]))
+                }
+            }),
         )
-        .layer(inner);
-        let req = Request::post("/")
-            .header("Api-Token", "client-1")
-            .header("API-TOKEN", "client-2")
-            .header("api-token", "client-3")
-            .body(Body::empty())
+        .unwrap()
+    }
+
+    /// A request for `target`, routed as the route layer would.
+    fn routed(spec: &Spec, target: &str, req: http::request::Builder) -> Request<Body> {
+        let mut req = req.uri(target).body(Body::empty()).unwrap();
+        let routed = RouteTable::new(spec)
+            .route(&Method::GET, req.uri().path())
             .unwrap();
-        svc.oneshot(req).await.unwrap();
-        let seen = seen.lock().unwrap();
-        let values: Vec<_> = seen[0].headers().get_all("api-token").iter().collect();
-        assert_eq!(values, ["stored-token"]);
-        assert!(values[0].is_sensitive());
+        req.extensions_mut().insert(routed);
+        req
+    }
+
+    fn plan(spec: &Spec, tokens: Credentials, configured: Option<Scheme>) -> CredentialPlan {
+        CredentialPlan {
+            places: spec.credential_places.clone().into(),
+            configured: configured.map(Arc::new),
+            token_url: None,
+            tokens,
+            oauth2: None,
+        }
+    }
+
+    fn stored(secret: &str) -> Credentials {
+        Credentials::Token(Arc::new(TokenStore::fixed(secret).unwrap()))
+    }
+
+    /// What the upstream saw of a request for `target` carrying the client's own credentials
+    /// everywhere a scheme could put one, with the secret `secret`.
+    async fn forwarded(
+        target: &str,
+        secret: &str,
+        configured: Option<Scheme>,
+    ) -> Request<bytes::Bytes> {
+        let spec = spec();
+        let req = routed(
+            &spec,
+            target,
+            Request::get("/")
+                .header("X-KEY", "client-1")
+                .header("x-key", "client-2")
+                .header("Authorization", "Bearer client-3")
+                .header("Cookie", "theme=dark; SESSION=client-4"),
+        );
+        let (seen, inner) = recorder();
+        let plan = plan(&spec, stored(secret), configured);
+        CredentialLayer::new(plan)
+            .layer(inner)
+            .oneshot(req)
+            .await
+            .unwrap();
+        seen.lock().unwrap().pop().unwrap()
+    }
+
+    #[test]
+    fn every_place_a_scheme_of_the_document_uses_is_stripped() {
+        let places = spec().credential_places;
+        assert_eq!(
+            places.len(),
+            4,
+            "bearer and basic share Authorization: {places:?}"
+        );
+        for place in [
+            Place::Header(HeaderName::from_static("x-key")),
+            Place::Header(AUTHORIZATION),
+            Place::Query("api_key".into()),
+            Place::Cookie("session".into()),
+        ] {
+            assert!(places.contains(&place), "{place:?}");
+        }
     }
 
     #[tokio::test]
-    async fn without_a_token_nothing_is_forwarded_and_mock_mode_drops_client_copies() {
+    async fn each_operation_gets_the_secret_as_its_scheme_says_and_no_client_copy() {
+        let seen = forwarded("/key", "stored", None).await;
+        let values: Vec<_> = seen.headers().get_all("x-key").iter().collect();
+        assert_eq!(values, ["stored"]);
+        assert!(values[0].is_sensitive());
+        assert!(!seen.headers().contains_key("authorization"));
+        assert_eq!(seen.headers()["cookie"], "theme=dark");
+
+        let seen = forwarded("/bearer", "stored", None).await;
+        assert_eq!(seen.headers()["authorization"], "Bearer stored");
+        assert!(seen.headers()["authorization"].is_sensitive());
+        assert!(!seen.headers().contains_key("x-key"));
+
+        let seen = forwarded("/basic", "user:pa55", None).await;
+        assert_eq!(seen.headers()["authorization"], "Basic dXNlcjpwYTU1");
+
+        let seen = forwarded("/cookie", "stored", None).await;
+        assert_eq!(seen.headers()["cookie"], "theme=dark; session=stored");
+        assert!(seen.headers()["cookie"].is_sensitive());
+
+        let seen = forwarded(
+            "/query?api_key=client-5&page=2&API_KEY=client-6",
+            "stored",
+            None,
+        )
+        .await;
+        assert_eq!(seen.uri(), "/query?page=2&api_key=stored");
+    }
+
+    #[tokio::test]
+    async fn of_several_alternatives_the_first_the_secret_fits() {
+        let seen = forwarded("/either", "sk_test_123", None).await;
+        assert_eq!(seen.headers()["authorization"], "Bearer sk_test_123");
+        let seen = forwarded("/either", "user:pa55", None).await;
+        assert_eq!(seen.headers()["authorization"], "Basic dXNlcjpwYTU1");
+    }
+
+    #[tokio::test]
+    async fn security_none_adds_nothing_and_strips_everything() {
+        let seen = forwarded("/public", "stored", None).await;
+        assert!(!seen.headers().contains_key("x-key"));
+        assert!(!seen.headers().contains_key("authorization"));
+        assert_eq!(seen.headers()["cookie"], "theme=dark");
+    }
+
+    #[tokio::test]
+    async fn the_setting_replaces_the_documents_scheme_but_not_security_none() {
+        let seen = forwarded("/key", "stored", Some(Scheme::Bearer)).await;
+        assert_eq!(seen.headers()["authorization"], "Bearer stored");
+        assert!(!seen.headers().contains_key("x-key"));
+        let configured = Scheme::Header(HeaderName::from_static("x-other"));
+        let seen = forwarded("/public", "stored", Some(configured.clone())).await;
+        assert!(!seen.headers().contains_key("x-other"));
+        // A scheme specgate cannot fill (digest): nothing, unless the setting names one.
+        let seen = forwarded("/digest", "stored", None).await;
+        assert!(!seen.headers().contains_key("authorization"));
+        let seen = forwarded("/digest", "stored", Some(configured)).await;
+        assert_eq!(seen.headers()["x-other"], "stored");
+    }
+
+    #[tokio::test]
+    async fn without_a_usable_secret_nothing_that_needs_one_is_forwarded() {
+        let spec = spec();
         let (seen, inner) = recorder();
-        let header = HeaderName::from_static("api-token");
-        let req = || {
-            Request::post("/")
-                .header("Api-Token", "client-1")
-                .body(Body::empty())
-                .unwrap()
+        let call = |path: &str, tokens: Credentials| {
+            let req = routed(&spec, path, Request::get("/").header("x-key", "client"));
+            CredentialLayer::new(plan(&spec, tokens, None))
+                .layer(inner.clone())
+                .oneshot(req)
         };
-        let error = CredentialLayer::new(header.clone(), Credentials::Missing)
-            .layer(inner.clone())
-            .oneshot(req())
-            .await
-            .unwrap_err();
+        let error = call("/key", Credentials::Missing).await.unwrap_err();
         assert!(matches!(error, Error::TokenUnavailable));
+        let error = call("/basic", stored("no-colon")).await.unwrap_err();
+        assert!(matches!(error, Error::TokenUnusable(_)));
         assert!(seen.lock().unwrap().is_empty());
-        CredentialLayer::new(header, Credentials::NotNeeded)
-            .layer(inner)
-            .oneshot(req())
-            .await
-            .unwrap();
-        assert!(!seen.lock().unwrap()[0].headers().contains_key("api-token"));
+        // An operation that takes none goes without, loaded or not.
+        call("/public", Credentials::Missing).await.unwrap();
+        // Mock mode: the client's copies are dropped and nothing is added.
+        call("/key", Credentials::NotNeeded).await.unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(seen.iter().all(|r| !r.headers().contains_key("x-key")));
+    }
+
+    #[test]
+    fn oauth2_takes_the_configured_url_and_the_operations_scopes() {
+        let own = Scheme::OAuth2 {
+            token_url: "https://doc/token".into(),
+            scopes: vec!["read".into()],
+        };
+        let configured = Scheme::OAuth2 {
+            token_url: "https://set/token".into(),
+            scopes: vec![],
+        };
+        let own = [own];
+        let chosen = scheme_for(Some(&own), Some(&configured), true).unwrap();
+        assert_eq!(
+            oauth2_target(chosen, &own, None),
+            Some(("https://set/token", &["read".to_owned()][..]))
+        );
+        assert_eq!(
+            oauth2_target(&own[0], &own, Some("https://override/token")),
+            Some(("https://override/token", &["read".to_owned()][..]))
+        );
+        assert_eq!(oauth2_target(&Scheme::Bearer, &own, None), None);
+        assert_eq!(scheme_for(None, Some(&configured), true), None);
     }
 }

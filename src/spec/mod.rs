@@ -21,6 +21,7 @@ mod overlay;
 mod pattern;
 mod schema;
 mod schemas;
+mod security;
 mod shape;
 mod swagger2;
 mod walk;
@@ -28,10 +29,11 @@ mod walk;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderValue, Method};
 use serde_json::Value;
 
 use crate::router::{Router, Template};
+use crate::scheme::{Place, Scheme};
 pub use dialect::Dialect;
 pub use example::{Example, response_example};
 pub use operation::{
@@ -55,7 +57,7 @@ pub const EMBEDDED_OVERLAY: (&str, &str) = (
     include_str!("../../schemas/activecampaign-v3.overlay.yaml"),
 );
 
-/// The credential header used when the spec declares no `apiKey` scheme in a header.
+/// The header the credential goes in when the document declares no usable scheme at all.
 pub const DEFAULT_CREDENTIAL_HEADER: &str = "api-token";
 
 /// A spec that cannot be used, with the file and the JSON pointer of the problem.
@@ -109,8 +111,12 @@ pub struct Spec {
     pub version: String,
     /// The path of the first server URL (`/api/3`), under which paths are also served.
     pub base_path: String,
-    /// The header the API key goes in, from the spec's `apiKey` security scheme.
-    pub credential_header: HeaderName,
+    /// How a request for a path the document does not have (forwarded when unknown routes
+    /// are) carries the credential: as one with no `security` of its own would.
+    pub unknown_credential: Option<Arc<[Scheme]>>,
+    /// Every place a scheme of the document puts a credential: a client's copy is removed
+    /// from all of them, whatever the operation takes.
+    pub credential_places: Vec<Place>,
     /// Every operation, in document order.
     pub operations: Vec<Arc<Operation>>,
     /// The operations by path template, for routing.
@@ -235,6 +241,7 @@ impl Spec {
             .ok_or_else(|| SpecError::new(file, "/paths", "the spec has no paths object"))?;
         let mut operations = Vec::new();
         let mut roots = operation::Roots::default();
+        let mut security = security::Security::read(&doc, file, &mut warnings);
         for (key, item) in paths {
             if key.starts_with("x-") {
                 continue;
@@ -264,7 +271,10 @@ impl Spec {
                     shared: item.get("parameters").map(|p| (item_at.as_str(), p)),
                 };
                 let op_at = pointer_push(&item_at, name);
-                operations.push(Operation::read(source, &op_at, op, &mut roots)?);
+                let mut operation = Operation::read(source, &op_at, op, &mut roots)?;
+                operation.credential =
+                    security.for_operation(op.get("security"), &op_at, &mut warnings);
+                operations.push(operation);
             }
         }
         let compiled = schemas::compile(
@@ -284,13 +294,14 @@ impl Spec {
             })
             .collect();
         let paths = Arc::new(route(&operations, file, &mut warnings));
-        let credential_header = credential_header(&doc, file, &mut warnings);
+        let unknown_credential = security.for_unknown(&mut warnings);
         Ok(Spec {
             origin: file.to_owned(),
             overlays: Vec::new(),
             version,
             base_path: base_path(&doc),
-            credential_header,
+            unknown_credential,
+            credential_places: security.places(),
             operations,
             paths,
             warnings,
@@ -456,53 +467,6 @@ fn base_path(doc: &Value) -> String {
     };
     let path = path.split(['?', '#']).next().unwrap_or("");
     path.trim_end_matches('/').to_owned()
-}
-
-/// The header named by the spec's `apiKey` security scheme in a header: the one the top-level
-/// `security` requirement uses if it names one, else the first declared. A scheme whose name
-/// is not a valid header name is passed over with a warning.
-fn credential_header(doc: &Value, file: &str, warnings: &mut Vec<SpecWarning>) -> HeaderName {
-    let schemes = doc
-        .pointer("/components/securitySchemes")
-        .and_then(Value::as_object);
-    let is_header_key = |s: &Value| {
-        s.get("type").and_then(Value::as_str) == Some("apiKey")
-            && s.get("in").and_then(Value::as_str) == Some("header")
-    };
-    let required: Vec<&str> = doc
-        .get("security")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_object)
-        .flat_map(|req| req.keys().map(String::as_str))
-        .collect();
-    let candidates = schemes.into_iter().flat_map(|schemes| {
-        required
-            .iter()
-            .filter_map(|name| schemes.get_key_value(*name))
-            .chain(schemes.iter())
-    });
-    for (name, scheme) in candidates.filter(|(_, s)| is_header_key(s)) {
-        let header = scheme
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        match HeaderName::try_from(header) {
-            Ok(header) => return header,
-            Err(_) => {
-                let at = pointer_push(&pointer_push("/components/securitySchemes", name), "name");
-                if !warnings.iter().any(|w| w.0.pointer == at) {
-                    warnings.push(warning(
-                        file,
-                        &at,
-                        format!("{header:?} is not a valid header name; this scheme is not used"),
-                    ));
-                }
-            }
-        }
-    }
-    HeaderName::from_static(DEFAULT_CREDENTIAL_HEADER)
 }
 
 /// `application/json; charset=utf-8` → `application/json`.

@@ -15,6 +15,7 @@ use super::schemas::Compiled;
 use super::shape::Shape;
 use super::{Example, RequestSchema, SpecError, deref, is_json, media_essence, pointer_push, walk};
 use crate::router::Template;
+use crate::scheme::Scheme;
 
 /// The operation extension that says whether an operation's 2xx is audited as a create.
 pub const AUDIT_EXTENSION: &str = "x-specgate-audit";
@@ -45,6 +46,10 @@ pub struct Operation {
     pub creates: bool,
     /// The spec's example 2xx response, which mock mode answers with.
     pub example: Option<Example>,
+    /// How the stored credential can go upstream, from the operation's `security` (or the
+    /// document's): its alternatives in order of preference; `None` when it takes none
+    /// (`security: []`).
+    pub credential: Option<Arc<[Scheme]>>,
 }
 
 /// The part of a path key after its template: `?Action=CreateUser&Version=2010-05-08` or
@@ -333,6 +338,8 @@ impl Operation {
             parameters,
             body,
             example: super::response_example(doc, op),
+            // Set by the caller, which holds the document's schemes.
+            credential: None,
         })
     }
 

@@ -2,6 +2,8 @@ use serde_json::json;
 
 use super::*;
 use crate::error::Source;
+use crate::scheme::Scheme;
+use http::HeaderName;
 
 fn embedded() -> Spec {
     Spec::load(&SpecSource::default()).expect("the embedded spec compiles")
@@ -30,9 +32,12 @@ fn schema(op: &Operation) -> &RequestSchema {
 fn the_embedded_spec_yields_the_seed_operation() {
     let spec = embedded();
     assert_eq!(spec.base_path, "/api/3");
-    assert_eq!(spec.credential_header, "api-token");
     assert_eq!(spec.overlays.len(), 1);
     let op = create_connection(&spec);
+    assert_eq!(
+        op.credential.as_deref(),
+        Some(&[Scheme::Header(HeaderName::from_static("api-token"))][..])
+    );
     assert_eq!(op.method, Method::POST);
     assert_eq!(op.template, "/connections");
     assert!(op.creates);
@@ -102,7 +107,8 @@ fn doc30() -> Value {
 fn openapi_30_documents_compile_with_refs_and_nullable() {
     let spec = Spec::compile("t.json", doc30()).unwrap();
     assert_eq!(spec.base_path, "/v1");
-    assert_eq!(spec.credential_header, DEFAULT_CREDENTIAL_HEADER);
+    let default = Scheme::Header(HeaderName::from_static(DEFAULT_CREDENTIAL_HEADER));
+    assert_eq!(spec.unknown_credential.as_deref(), Some(&[default][..]));
     assert_eq!(spec.operations.len(), 2);
     let put = &spec.operations[1];
     assert_eq!(&*put.id, "PUT /things/{id}");
@@ -171,7 +177,7 @@ fn spec_files_pick_up_the_overlay_beside_them() {
 }
 
 #[test]
-fn credential_header_follows_the_security_requirement() {
+fn each_operation_takes_the_scheme_its_requirement_names() {
     let mut doc = doc30();
     doc["components"]["securitySchemes"] = json!({
         "other": {"type": "apiKey", "in": "query", "name": "key"},
@@ -179,10 +185,16 @@ fn credential_header_follows_the_security_requirement() {
         "b": {"type": "apiKey", "in": "header", "name": "X-Chosen"}
     });
     doc["security"] = json!([{"b": []}]);
-    assert_eq!(
-        Spec::compile("t", doc).unwrap().credential_header,
-        "x-chosen"
-    );
+    doc["paths"]["/things/{id}"]["put"]["security"] = json!([{"other": []}]);
+    let spec = Spec::compile("t", doc).unwrap();
+    let chosen = Scheme::Header(HeaderName::from_static("x-chosen"));
+    let chosen = [chosen];
+    assert_eq!(spec.operations[0].credential.as_deref(), Some(&chosen[..]));
+    let key = [Scheme::Query("key".into())];
+    assert_eq!(spec.operations[1].credential.as_deref(), Some(&key[..]));
+    assert_eq!(spec.unknown_credential.as_deref(), Some(&chosen[..]));
+    // A client's copy is stripped wherever any of them would travel.
+    assert_eq!(spec.credential_places.len(), 3);
 }
 
 #[test]
@@ -229,7 +241,10 @@ fn swagger_2_documents_load_and_their_bodies_are_validated_where_they_are() {
     let spec = Spec::compile("pets.json", doc).unwrap();
     assert_eq!(spec.version, "2.0");
     assert_eq!(spec.base_path, "/v2");
-    assert_eq!(spec.credential_header, "x-pet-key");
+    assert_eq!(
+        spec.operations[0].credential.as_deref(),
+        Some(&[Scheme::Header(HeaderName::from_static("x-pet-key"))][..])
+    );
     // A problem in a schema is reported where it is in the Swagger file.
     assert_eq!(spec.warnings.len(), 1, "{:?}", spec.warnings);
     assert_eq!(
