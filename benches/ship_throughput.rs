@@ -2,8 +2,9 @@
 //!
 //! Writes N records with the real writer (the backlog a sidecar builds while PostgreSQL is
 //! down), then starts the shipper and times it until the database's cursor reaches the last
-//! record. Needs the PostgreSQL at 127.0.0.1:5432 (database `test`); works in a schema of its
-//! own and drops it after.
+//! record. Uses the tests' PostgreSQL (tests/support/postgres.rs: `SPECGATE_TEST_POSTGRES_URL`,
+//! or a throwaway server from the machine's binaries); works in a schema of its own and drops
+//! it after.
 //!
 //!     cargo bench --bench ship_throughput                 # 100000 records, batches of 1000
 //!     SHIP_RECORDS=200000 SHIP_BATCH=5000 cargo bench --bench ship_throughput
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 use specgate::audit::ship::{PgUrl, ShipConfig, ShipStats, Shipper};
 use specgate::audit::{AuditOptions, Auditor, Entry, Outcome, ResourceFields, SyncMode};
 
-const SERVER: &str = "127.0.0.1:5432";
+#[path = "../tests/support/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -40,13 +43,10 @@ fn entry(i: usize) -> Entry {
     }
 }
 
-async fn admin() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(
-        &format!("postgresql://postgres@{SERVER}/test"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("PostgreSQL at 127.0.0.1:5432, database test");
+async fn admin(server: &postgres::Server) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {}: {e}", server.addr()));
     tokio::spawn(conn);
     client
 }
@@ -54,6 +54,9 @@ async fn admin() -> tokio_postgres::Client {
 fn main() {
     let records = env_number("SHIP_RECORDS", 100_000);
     let batch = env_number("SHIP_BATCH", 1000);
+    let Some(server) = postgres::server() else {
+        std::process::exit(1);
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -61,7 +64,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let schema = format!("sg_bench_{}", std::process::id());
-        admin()
+        admin(server)
             .await
             .batch_execute(&format!("CREATE SCHEMA {schema}"))
             .await
@@ -91,7 +94,8 @@ fn main() {
         );
 
         let url = format!(
-            "postgresql://postgres@{SERVER}/test?options=-csearch_path%3D{schema}&application_name=specgate-bench"
+            "{}?options=-csearch_path%3D{schema}&application_name=specgate-bench",
+            server.url()
         );
         let config = ShipConfig {
             url: PgUrl::parse(&url).unwrap(),
@@ -104,7 +108,10 @@ fn main() {
         let task = tokio::spawn(Shipper::new(config, &options.path, None, stats.clone()).run());
         // Polls the shipper's own counter every 5 ms: the drain has no completion event.
         while stats.shipped_seq() < records as u64 {
-            assert!(started.elapsed() < Duration::from_secs(600), "drain stalled");
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "drain stalled"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let took = started.elapsed().as_secs_f64();
@@ -116,7 +123,7 @@ fn main() {
             stats.shipped_batches(),
             stats.errors()
         );
-        admin()
+        admin(server)
             .await
             .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
             .await

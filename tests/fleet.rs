@@ -1,5 +1,5 @@
-//! Fleet audit end to end: the real specgate binary ships its audit log into the real
-//! PostgreSQL at 127.0.0.1:5432 (each test in its own schema), through SIGKILLs, cut, refused
+//! Fleet audit end to end: the real specgate binary ships its audit log into a real
+//! PostgreSQL (`support::postgres`; each test in its own schema), through SIGKILLs, cut, refused
 //! and hung connections, from two nodes into one table, over TLS; and the CLI queries and
 //! verifies the table.
 
@@ -116,7 +116,9 @@ fn load(url: String, workers: usize, per_worker: usize) -> tokio::task::JoinHand
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_arrive_exactly_once_through_sigkills_mid_batch() {
-    let db = TestDb::new("kill").await;
+    let Some(db) = TestDb::new("kill").await else {
+        return;
+    };
     let ca = TestCa::new();
     let upstream = Upstream::created(&ca).await;
     let dir = tempfile::tempdir().unwrap();
@@ -180,8 +182,10 @@ async fn records_arrive_exactly_once_through_sigkills_mid_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_refusing_hung_or_cut_delays_no_request_and_loses_nothing() {
-    let db = TestDb::new("outage").await;
-    let proxy = PgProxy::start().await;
+    let Some(db) = TestDb::new("outage").await else {
+        return;
+    };
+    let proxy = PgProxy::start(db.server).await;
     let ca = TestCa::new();
     let upstream = Upstream::created(&ca).await;
     let dir = tempfile::tempdir().unwrap();
@@ -319,7 +323,9 @@ fn json_rows(out: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_ship_into_one_table_and_the_cli_queries_and_verifies_it() {
-    let db = TestDb::new("fleet").await;
+    let Some(db) = TestDb::new("fleet").await else {
+        return;
+    };
     let (_dir, log_a, _log_b) = two_nodes(&db).await;
     let url = db.url("sg-cli");
 
@@ -455,7 +461,7 @@ async fn two_nodes_ship_into_one_table_and_the_cli_queries_and_verifies_it() {
 
 /// A TLS front for PostgreSQL, as a managed database has: it answers the SSLRequest with 'S',
 /// completes TLS with a certificate from the test CA, and forwards the plaintext inside.
-async fn tls_front(ca: &TestCa) -> (u16, tokio::task::JoinHandle<()>) {
+async fn tls_front(ca: &TestCa, server: String) -> (u16, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -466,6 +472,7 @@ async fn tls_front(ca: &TestCa) -> (u16, tokio::task::JoinHandle<()>) {
                 continue;
             };
             let acceptor = acceptor.clone();
+            let server = server.clone();
             tokio::spawn(async move {
                 let mut request = [0u8; 8];
                 if tcp.read_exact(&mut request).await.is_err()
@@ -477,7 +484,7 @@ async fn tls_front(ca: &TestCa) -> (u16, tokio::task::JoinHandle<()>) {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                if let Ok(mut server) = TcpStream::connect(support::pg::SERVER).await {
+                if let Ok(mut server) = TcpStream::connect(&server).await {
                     let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
                 }
             });
@@ -488,14 +495,17 @@ async fn tls_front(ca: &TestCa) -> (u16, tokio::task::JoinHandle<()>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_urls_verify_the_server_against_sslrootcert() {
-    let db = TestDb::new("tls").await;
+    let Some(db) = TestDb::new("tls").await else {
+        return;
+    };
     let ca = TestCa::new();
-    let (port, _front) = tls_front(&ca).await;
+    let (port, _front) = tls_front(&ca, db.server.addr()).await;
     let upstream = Upstream::created(&ca).await;
     let dir = tempfile::tempdir().unwrap();
     let tls_url = |ca_param: &str| {
         format!(
-            "postgresql://postgres@localhost:{port}/test?sslmode=verify-full{ca_param}&options=-csearch_path%3D{}",
+            "{}?sslmode=verify-full{ca_param}&options=-csearch_path%3D{}",
+            db.server.url_at(&format!("localhost:{port}")),
             db.schema
         )
     };

@@ -6,6 +6,7 @@
 pub mod ca;
 pub mod path_oracle;
 pub mod pg;
+pub mod postgres;
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};

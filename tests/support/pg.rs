@@ -1,5 +1,5 @@
-//! The real PostgreSQL at 127.0.0.1:5432 (database `test`, trust auth), one schema per test so
-//! tests run in parallel, and a TCP proxy in front of it that a test can cut, refuse or hang.
+//! The tests' real PostgreSQL ([`super::postgres`]), one schema per test so tests run in
+//! parallel, and a TCP proxy in front of it that a test can cut, refuse or hang.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,15 +10,23 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
-pub const SERVER: &str = "127.0.0.1:5432";
+use super::postgres::{self, Server};
+
+/// The tests' PostgreSQL; `None` when there is none (already said, loudly).
+pub fn server() -> Option<&'static Server> {
+    postgres::server()
+}
 
 /// A schema of its own in the `test` database, dropped with everything in it at the end.
 pub struct TestDb {
     pub schema: String,
+    pub server: &'static Server,
 }
 
 impl TestDb {
-    pub async fn new(tag: &str) -> TestDb {
+    /// `None` when there is no PostgreSQL for the tests: the test returns without running.
+    pub async fn new(tag: &str) -> Option<TestDb> {
+        let server = server()?;
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -29,24 +37,25 @@ impl TestDb {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let admin = connect(&format!("postgresql://postgres@{SERVER}/test")).await;
+        let admin = connect(&server.url()).await;
         admin
             .batch_execute(&format!("CREATE SCHEMA {schema}"))
             .await
-            .unwrap_or_else(|e| panic!("is PostgreSQL running at {SERVER}? {e:?}"));
-        TestDb { schema }
+            .unwrap_or_else(|e| panic!("CREATE SCHEMA at {}: {e:?}", server.addr()));
+        Some(TestDb { schema, server })
     }
 
     /// The URL a shipper or the CLI uses: this schema, and `application_name` so that its
     /// sessions can be found (and cut) from another connection.
     pub fn url(&self, application_name: &str) -> String {
-        self.url_at(SERVER, application_name)
+        self.url_at(&self.server.addr(), application_name)
     }
 
     /// [`TestDb::url`] through another address (a proxy).
     pub fn url_at(&self, addr: &str, application_name: &str) -> String {
         format!(
-            "postgresql://postgres@{addr}/test?options=-csearch_path%3D{}&application_name={application_name}&connect_timeout=2",
+            "{}?options=-csearch_path%3D{}&application_name={application_name}&connect_timeout=2",
+            self.server.url_at(addr),
             self.schema
         )
     }
@@ -54,7 +63,8 @@ impl TestDb {
     /// A connection to this schema.
     pub async fn client(&self) -> Client {
         connect(&format!(
-            "postgresql://postgres@{SERVER}/test?options=-csearch_path%3D{}",
+            "{}?options=-csearch_path%3D{}",
+            self.server.url(),
             self.schema
         ))
         .await
@@ -108,7 +118,7 @@ impl TestDb {
 
     /// Cuts every session named `application_name`, as a crash or a network cut would.
     pub async fn terminate(&self, application_name: &str) -> usize {
-        let admin = connect(&format!("postgresql://postgres@{SERVER}/test")).await;
+        let admin = connect(&self.server.url()).await;
         admin
             .query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
@@ -123,6 +133,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let schema = self.schema.clone();
+        let url = self.server.url();
         // Drop runs outside async; a thread of its own keeps it off the test's runtime.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -130,10 +141,7 @@ impl Drop for TestDb {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&format!("postgresql://postgres@{SERVER}/test"), NoTls)
-                        .await
-                {
+                if let Ok((client, conn)) = tokio_postgres::connect(&url, NoTls).await {
                     tokio::spawn(conn);
                     let _ = client
                         .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
@@ -148,7 +156,7 @@ impl Drop for TestDb {
 pub async fn connect(url: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
         .await
-        .unwrap_or_else(|e| panic!("connect to PostgreSQL at {SERVER}: {e:?}"));
+        .unwrap_or_else(|e| panic!("connect to PostgreSQL ({url}): {e:?}"));
     tokio::spawn(conn);
     client
 }
@@ -182,18 +190,21 @@ impl Drop for PgProxy {
 }
 
 impl PgProxy {
-    pub async fn start() -> PgProxy {
+    /// A proxy in front of `server`.
+    pub async fn start(server: &Server) -> PgProxy {
+        let upstream = server.addr();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mode = Arc::new(Mutex::new(Mode::Up));
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (m, c) = (mode.clone(), conns.clone());
+        let (m, c, to) = (mode.clone(), conns.clone(), upstream);
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     continue;
                 };
                 let mode = *m.lock().unwrap();
+                let to = to.clone();
                 let task = tokio::spawn(async move {
                     match mode {
                         Mode::Refuse => drop(inbound),
@@ -202,7 +213,7 @@ impl PgProxy {
                             drop(inbound);
                         }
                         Mode::Up => {
-                            if let Ok(mut outbound) = TcpStream::connect(SERVER).await {
+                            if let Ok(mut outbound) = TcpStream::connect(&to).await {
                                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
                                     .await;
                             }

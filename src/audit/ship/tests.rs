@@ -1,5 +1,5 @@
-//! The shipper against the real PostgreSQL at 127.0.0.1:5432 (database `test`), each test in a
-//! schema of its own.
+//! The shipper against a real PostgreSQL (tests/support/postgres.rs: the one named by
+//! `SPECGATE_TEST_POSTGRES_URL`, or a throwaway server), each test in a schema of its own.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,14 +9,19 @@ use tokio_postgres::{Client, NoTls};
 use super::*;
 use crate::audit::{AuditOptions, Auditor, Entry, Outcome};
 
-const SERVER: &str = "127.0.0.1:5432";
+#[path = "../../../tests/support/postgres.rs"]
+#[allow(dead_code, unreachable_pub)] // shared with the integration tests, which use all of it
+mod postgres;
 
 struct TestDb {
     schema: String,
+    server: &'static postgres::Server,
 }
 
 impl TestDb {
-    async fn new(tag: &str) -> TestDb {
+    /// `None` when there is no PostgreSQL for the tests: the test returns without running.
+    async fn new(tag: &str) -> Option<TestDb> {
+        let server = postgres::server()?;
         let schema = format!(
             "sgu_{tag}_{}_{}",
             std::process::id(),
@@ -25,17 +30,18 @@ impl TestDb {
                 .unwrap()
                 .as_nanos()
         );
-        connect(&format!("postgresql://postgres@{SERVER}/test"))
+        connect(&server.url())
             .await
             .batch_execute(&format!("CREATE SCHEMA {schema}"))
             .await
             .unwrap();
-        TestDb { schema }
+        Some(TestDb { schema, server })
     }
 
     fn url(&self, extra: &str) -> String {
         format!(
-            "postgresql://postgres@{SERVER}/test?options=-csearch_path%3D{}&connect_timeout=2{extra}",
+            "{}?options=-csearch_path%3D{}&connect_timeout=2{extra}",
+            self.server.url(),
             self.schema
         )
     }
@@ -75,13 +81,14 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let schema = self.schema.clone();
+        let url = self.server.url();
         let _ = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap()
                 .block_on(async {
-                    connect(&format!("postgresql://postgres@{SERVER}/test"))
+                    connect(&url)
                         .await
                         .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
                         .await
@@ -94,7 +101,7 @@ impl Drop for TestDb {
 async fn connect(url: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {SERVER}: {e:?}"));
+        .unwrap_or_else(|e| panic!("PostgreSQL ({url}): {e:?}"));
     tokio::spawn(conn);
     client
 }
@@ -167,7 +174,9 @@ fn next_random(state: &mut u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipping_aborted_at_any_await_still_delivers_every_record_exactly_once() {
-    let db = TestDb::new("abort").await;
+    let Some(db) = TestDb::new("abort").await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut options = AuditOptions::new(dir.path().join("a.jsonl"));
     options.max_file_bytes = 16 * 1024; // rotations while shipping
@@ -236,7 +245,9 @@ async fn shipping_aborted_at_any_await_still_delivers_every_record_exactly_once(
 
 #[tokio::test]
 async fn another_log_under_the_same_node_name_stops_shipping() {
-    let db = TestDb::new("clash").await;
+    let Some(db) = TestDb::new("clash").await else {
+        return;
+    };
     let config = ship_config(&db.url(""), "twin");
     let first = tempfile::tempdir().unwrap();
     let options = AuditOptions::new(first.path().join("a.jsonl"));
@@ -286,7 +297,9 @@ async fn another_log_under_the_same_node_name_stops_shipping() {
 
 #[tokio::test]
 async fn records_gone_before_they_were_shipped_are_reported_not_skipped() {
-    let db = TestDb::new("gap").await;
+    let Some(db) = TestDb::new("gap").await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut options = AuditOptions::new(dir.path().join("a.jsonl"));
     options.max_file_bytes = 4 * 1024;
@@ -327,7 +340,9 @@ async fn records_gone_before_they_were_shipped_are_reported_not_skipped() {
 
 #[tokio::test]
 async fn a_fleet_starting_at_once_migrates_once() {
-    let db = TestDb::new("migrate").await;
+    let Some(db) = TestDb::new("migrate").await else {
+        return;
+    };
     let url = PgUrl::parse(&db.url("")).unwrap();
     let tasks: Vec<_> = (0..4)
         .map(|_| {
@@ -360,7 +375,11 @@ async fn a_fleet_starting_at_once_migrates_once() {
         ))
         .await
         .unwrap();
-    let url = db.url("").replace("postgres@", &format!("{role}@"));
+    let url = format!(
+        "{}?options=-csearch_path%3D{}&connect_timeout=2",
+        db.server.url_as(&role),
+        db.schema
+    );
     let dir = tempfile::tempdir().unwrap();
     let options = AuditOptions::new(dir.path().join("a.jsonl"));
     let auditor = Auditor::open(options.clone()).unwrap();
@@ -395,7 +414,9 @@ async fn a_fleet_starting_at_once_migrates_once() {
 
 #[tokio::test]
 async fn a_nul_in_a_record_ships_and_the_line_stays_exact() {
-    let db = TestDb::new("nul").await;
+    let Some(db) = TestDb::new("nul").await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let options = AuditOptions::new(dir.path().join("a.jsonl"));
     let auditor = Auditor::open(options.clone()).unwrap();
