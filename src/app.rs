@@ -89,6 +89,13 @@ impl App {
                     "no clients configured: any process on this host can call the API through \
                      specgate; listening on loopback only"
                 );
+            } else if config.mode == UpstreamMode::Mock {
+                tracing::warn!(
+                    listen = %listen,
+                    "mock mode on a non-loopback address without client authentication: anyone \
+                     who can reach it gets the mock's answers (no token is held, nothing is \
+                     forwarded)"
+                );
             } else {
                 tracing::warn!(
                     listen = %listen,

@@ -887,13 +887,20 @@ impl Config {
         let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         let clients = s.clients(mtls)?;
         let allow_unauthenticated = s.bool(ALLOW_UNAUTHENTICATED)?;
-        if !listen.ip().is_loopback() && clients.is_empty() && !mtls && !allow_unauthenticated {
+        // Mock mode holds no token and forwards nothing: there is nothing to protect.
+        if !listen.ip().is_loopback()
+            && clients.is_empty()
+            && !mtls
+            && !allow_unauthenticated
+            && !mock
+        {
             return Err(s.error(
                 LISTEN,
                 format!(
                     "{listen} is not a loopback address and no client authentication is \
                      configured, so anyone who can reach it could use the API token; configure \
-                     [[clients]] or tls.client_ca, or set allow_unauthenticated = true"
+                     [[clients]] or tls.client_ca, or set {} = true ({}=true)",
+                    ALLOW_UNAUTHENTICATED.key, ALLOW_UNAUTHENTICATED.env
                 ),
             ));
         }
@@ -1325,6 +1332,16 @@ mod tests {
             "{e}"
         );
         assert!(e.message.contains("allow_unauthenticated = true"), "{e}");
+        assert!(
+            e.message.contains("SPECGATE_ALLOW_UNAUTHENTICATED=true"),
+            "a container user sets the environment: {e}"
+        );
+        // Mock mode holds no token: any address, with a start-up warning.
+        let mock = [
+            ("SPECGATE_UPSTREAM_MODE", "mock"),
+            ("SPECGATE_LISTEN", "0.0.0.0:8080"),
+        ];
+        assert_eq!(load(None, &mock).unwrap().mode, UpstreamMode::Mock);
 
         let clients = format!("[[clients]]\nname = \"a\"\nkey_sha256 = \"{KEY_HASH}\"\n");
         assert!(load(Some(&clients), &env).is_ok());

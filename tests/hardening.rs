@@ -693,7 +693,38 @@ fn a_non_loopback_listener_without_client_auth_does_not_start() {
         "{stderr}"
     );
     assert!(stderr.contains("allow_unauthenticated = true"), "{stderr}");
+    assert!(
+        stderr.contains("SPECGATE_ALLOW_UNAUTHENTICATED=true"),
+        "{stderr}"
+    );
     assert!(!stderr.contains(CANARY_TOKEN));
+}
+
+#[tokio::test]
+async fn mock_mode_serves_on_any_address_and_says_so() {
+    // As deploy/README's `docker run -e SPECGATE_LISTEN=0.0.0.0:8080 … serve --mock`.
+    let gw = Gateway::start_with(
+        &["serve", "--mock"],
+        None,
+        &[("SPECGATE_LISTEN".into(), "0.0.0.0:0".into())],
+    );
+    let logs = gw.logs();
+    assert!(logs.contains(r#""specgate ready""#), "{logs}");
+    assert!(
+        logs.contains("mock mode on a non-loopback address"),
+        "{logs}"
+    );
+    let answer = client()
+        .post(format!(
+            "http://127.0.0.1:{}/api/3/connections",
+            gw.addr.port()
+        ))
+        .header("content-type", "application/json")
+        .body(VALID_CREATE)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
 }
 
 #[tokio::test]
