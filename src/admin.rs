@@ -75,14 +75,24 @@ pub fn verdict(checks: &[Check]) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// The failing checks as one line for a log, `name: detail; …`; empty when all pass.
+pub fn failing(checks: &[Check]) -> String {
+    checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Runs every readiness check against the running gateway.
 pub async fn checks(live: &Live) -> Vec<Check> {
     let current = live.current();
     let mut checks = vec![Check::pass(
         "spec",
         format!(
-            "{} operations from {}",
-            current.spec.operations.len(),
+            "{} from {}",
+            crate::spec::counted(current.spec.operations.len(), "operation", "operations"),
             current.spec.origin
         ),
     )];
@@ -222,7 +232,7 @@ mod tests {
     #[test]
     fn one_failing_check_makes_it_503_and_is_named() {
         let (status, body) = verdict(&[
-            Check::pass("spec", "1 operations"),
+            Check::pass("spec", "1 operation"),
             Check::fail(
                 "token",
                 "SPECGATE_API_TOKEN_FILE (/x): the file cannot be read",

@@ -110,26 +110,38 @@ impl App {
                 "mock: answering from the spec's examples; no upstream or token needed".to_owned()
             }
         };
-        tracing::info!(
-            listen = %listen,
-            admin_listen = %admin_listen,
-            mode = %config.mode,
-            upstream = %upstream,
-            spec = %current.spec.origin,
-            overlays = ?current.spec.overlays,
-            operations = current.spec.operations.len(),
-            spec_warnings = current.spec.warnings.len(),
-            auth = %current.auth_summary(),
-            tls = listening.tls.is_some(),
-            client_auth = %client_auth,
-            unknown_routes = ?config.unknown_routes,
-            audit_log = %config.audit.path.display(),
-            shutdown_grace_ms = config.shutdown_grace.as_millis() as u64,
-            "specgate ready"
-        );
+        // One summary line: `specgate ready` only when /readyz would answer 200.
+        macro_rules! summary {
+            ($level:ident, $($message:tt)+) => {
+                tracing::$level!(
+                    listen = %listen,
+                    admin_listen = %admin_listen,
+                    mode = %config.mode,
+                    upstream = %upstream,
+                    spec = %current.spec.origin,
+                    overlays = ?current.spec.overlays,
+                    operations = current.spec.operations.len(),
+                    spec_warnings = current.spec.warnings.len(),
+                    auth = %current.auth_summary(),
+                    tls = listening.tls.is_some(),
+                    client_auth = %client_auth,
+                    unknown_routes = ?config.unknown_routes,
+                    audit_log = %config.audit.path.display(),
+                    shutdown_grace_ms = config.shutdown_grace.as_millis() as u64,
+                    $($message)+
+                )
+            };
+        }
+        let failing = admin::failing(&admin::checks(&self.live).await);
+        if failing.is_empty() {
+            summary!(info, "specgate ready");
+        } else {
+            summary!(warn, "specgate serving, not ready: {failing}");
+            tokio::spawn(announce_ready(self.live.clone(), listen, admin_listen));
+        }
         let grace = config.shutdown_grace;
         drop(current);
-        // A rotated token file is picked up without a restart (SIGHUP reloads it too).
+        // A rotated or late token file is picked up without a restart (SIGHUP reloads it too).
         let token_watch = tokio::spawn(crate::reload::watch_token_file(self.live.clone()));
 
         let admin_stop = Arc::new(tokio::sync::Notify::new());
@@ -222,6 +234,24 @@ impl App {
         let _ = admin_task.await;
         tracing::info!("specgate stopped");
         Ok(())
+    }
+}
+
+/// How often a gateway that started unready looks again, to say when it is ready.
+const READY_POLL: Duration = Duration::from_millis(500);
+
+/// Logs `specgate ready` once the readiness checks all pass (a token file mounted late, an
+/// upstream name that starts to resolve), so the log never leaves "not ready" as the last word.
+async fn announce_ready(live: Arc<Live>, listen: SocketAddr, admin_listen: SocketAddr) {
+    loop {
+        tokio::time::sleep(READY_POLL).await;
+        if live.draining() {
+            return;
+        }
+        if admin::failing(&admin::checks(&live).await).is_empty() {
+            tracing::info!(listen = %listen, admin_listen = %admin_listen, "specgate ready");
+            return;
+        }
     }
 }
 

@@ -217,8 +217,7 @@ pub fn routes(file: Option<&Path>, strict: bool) -> CheckReport {
 
 /// One line on a loaded spec: where from, which version, its overlays, what it holds.
 pub fn summary(spec: &Spec) -> String {
-    let plural =
-        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    use crate::spec::counted;
     format!(
         "{} (version {}; overlays: {}); {}, {}",
         spec.origin,
@@ -228,8 +227,8 @@ pub fn summary(spec: &Spec) -> String {
         } else {
             spec.overlays.join(", ")
         },
-        plural(spec.operations.len(), "operation", "operations"),
-        plural(spec.warnings.len(), "warning", "warnings"),
+        counted(spec.operations.len(), "operation", "operations"),
+        counted(spec.warnings.len(), "warning", "warnings"),
     )
 }
 

@@ -322,7 +322,12 @@ fn load_token(
         // At start-up a token file may simply not be there yet (a Secret still being
         // mounted): start unready rather than not at all. The environment cannot change.
         Err(error) if previous.is_none() && matches!(source, TokenSource::File(_)) => {
-            tracing::warn!(error = %error, "no API token loaded; requests are refused until a reload (SIGHUP or POST /reload) loads one");
+            tracing::warn!(
+                error = %error,
+                "no API token loaded; requests are refused (token-unavailable) until the file \
+                 can be read: it is looked for every api_token_poll_ms \
+                 (SPECGATE_API_TOKEN_POLL_MS), and on a reload"
+            );
             Ok((Credentials::Missing, Some(error.to_string())))
         }
         Err(error) => Err(error.into()),

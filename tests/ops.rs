@@ -83,13 +83,21 @@ async fn metrics(gw: &Gateway) -> (String, HashMap<String, f64>) {
 }
 
 #[tokio::test]
-async fn a_missing_token_file_starts_unready_and_a_reload_makes_it_ready() {
+async fn a_missing_token_file_starts_unready_and_its_arrival_makes_it_ready() {
     let ca = TestCa::new();
     let upstream = Upstream::created(&ca).await;
     let env = env_for(&ca, &upstream);
     let token_file = ca.dir.path().join("token");
     std::fs::remove_file(&token_file).unwrap();
     let gw = Gateway::start(&env);
+    // The start-up line says what /readyz says, and why.
+    let logs = gw.logs();
+    let serving = logs
+        .lines()
+        .find(|l| l.contains("specgate serving, not ready: token: SPECGATE_API_TOKEN_FILE"))
+        .unwrap_or_else(|| panic!("no not-ready start-up line:\n{logs}"));
+    assert!(serving.contains(r#""level":"WARN""#), "{serving}");
+    assert!(!logs.contains(r#""specgate ready""#), "{logs}");
 
     let health = client().get(gw.admin_url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK, "alive, if not ready");
@@ -110,9 +118,11 @@ async fn a_missing_token_file_starts_unready_and_a_reload_makes_it_ready() {
         "nothing forwarded without a token"
     );
 
+    // The file appears (a Secret mounted late): polling loads it, no reload needed, and the
+    // log says ready once /readyz does.
     std::fs::write(&token_file, format!("{CANARY_TOKEN}\n")).unwrap();
-    let (status, body) = reload(&gw).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let ready = gw.wait_for_log("specgate ready", 1);
+    assert!(ready["listen"].is_string(), "{ready}");
     let (status, body) = readyz(&gw).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "ready");

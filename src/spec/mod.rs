@@ -156,6 +156,11 @@ const METHODS: [(&str, Method); 8] = [
     ("trace", Method::TRACE),
 ];
 
+/// `n` and the noun, singular or plural: "1 operation", "2 operations".
+pub fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 impl Spec {
     /// Loads, overlays and compiles the spec from `source`.
     pub fn load(source: &SpecSource) -> Result<Spec, SpecError> {

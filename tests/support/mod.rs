@@ -325,7 +325,7 @@ pub fn env_for(ca: &TestCa, upstream: &Upstream) -> Vec<(String, String)> {
 
 impl Gateway {
     /// Starts specgate with `env` (plus port 0 and a fresh audit log) and waits for it to say
-    /// it is ready.
+    /// it serves (`specgate ready`, or `specgate serving, not ready: …`).
     pub fn start(env: &[(String, String)]) -> Gateway {
         Gateway::start_in(None, env)
     }
@@ -334,7 +334,7 @@ impl Gateway {
         Gateway::launch(&[], &["serve"], cwd, env)
     }
 
-    /// Starts `specgate <args>` (a `serve`) and waits for its ready line.
+    /// Starts `specgate <args>` (a `serve`) and waits for the line saying it serves.
     pub fn start_with(args: &[&str], cwd: Option<&Path>, env: &[(String, String)]) -> Gateway {
         Gateway::launch(&[], args, cwd, env)
     }
@@ -398,8 +398,20 @@ impl Gateway {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
+                // Kept before it is acted on, so the log a test reads holds the line it waited for.
+                {
+                    let (text, changed) = &*log;
+                    let mut text = text.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                    changed.notify_all();
+                }
+                // Serving: ready, or not yet (the log says why); both carry the addresses.
                 if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                    && event["message"] == "specgate ready"
+                    && event["message"].as_str().is_some_and(|m| {
+                        m == "specgate ready" || m.starts_with("specgate serving, not ready: ")
+                    })
+                    && event["listen"].is_string()
                 {
                     let addr = |field: &str| {
                         event[field]
@@ -410,11 +422,6 @@ impl Gateway {
                     };
                     let _ = ready_tx.send((addr("listen"), addr("admin_listen")));
                 }
-                let (text, changed) = &*log;
-                let mut text = text.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-                changed.notify_all();
             }
         });
         // Bounded wait on the ready line itself: no sleeping, no polling.
