@@ -19,12 +19,19 @@ fn main() {
         .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
         .unwrap_or_else(|| "unknown".to_owned());
     // Rebuild when HEAD moves: HEAD itself (a branch switch) and the ref it points at (a commit).
+    // Only paths that exist: cargo counts a missing one as changed, and would rebuild the crate
+    // every time (a fresh clone has no packed-refs).
+    let watch = |path: String| {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    };
     if let Some(head) = git(&["rev-parse", "--git-path", "HEAD"]) {
-        println!("cargo:rerun-if-changed={head}");
+        watch(head);
     }
     if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
-        println!("cargo:rerun-if-changed={common}/refs/heads");
-        println!("cargo:rerun-if-changed={common}/packed-refs");
+        watch(format!("{common}/refs/heads"));
+        watch(format!("{common}/packed-refs"));
     }
     println!("cargo:rustc-env=SPECGATE_GIT_SHA={sha}");
 }
