@@ -1,10 +1,13 @@
 //! What can be checked of `deploy/` without a cluster, a container runtime or a host to install
-//! on: the files parse, every setting they name is one the binary reads, the probes hit the
-//! admin endpoints, and the systemd unit passes `systemd-analyze verify` where systemd exists.
+//! on, done the way each file says: the Dockerfile's build stage built from exactly its context,
+//! and its image run as deploy/README's `docker run` runs it; the Kubernetes sidecar started with
+//! the manifest's env and args and asked at its probes' paths; the systemd unit through
+//! `systemd-analyze verify` where systemd exists; every setting named is one the binary reads.
 
 mod support;
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_yaml_ng::Value;
@@ -76,8 +79,8 @@ fn value<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
         .1
 }
 
-#[test]
-fn the_kubernetes_sidecar_is_wired_to_the_settings_it_uses() {
+#[tokio::test]
+async fn the_kubernetes_sidecar_is_wired_to_the_settings_it_uses_and_runs_with_them() {
     let text = repo("deploy/kubernetes/app-with-specgate.yaml");
     let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
         .map(|doc| serde::Deserialize::deserialize(doc).expect("each document parses"))
@@ -175,6 +178,78 @@ fn the_kubernetes_sidecar_is_wired_to_the_settings_it_uses() {
             .any(|(_, v)| v.starts_with(&format!("http://{listen}/"))),
         "the app's base URL points at the sidecar: {app_env:?}"
     );
+
+    // As deploy/README says: every container non-root-capable, read-only, nothing to escalate.
+    let containers = pod["initContainers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .chain(pod["containers"].as_sequence().unwrap());
+    for container in containers {
+        let context = &container["securityContext"];
+        let name = &container["name"];
+        assert_eq!(context["allowPrivilegeEscalation"], false, "{name:?}");
+        assert_eq!(context["readOnlyRootFilesystem"], true, "{name:?}");
+        assert_eq!(
+            context["capabilities"]["drop"],
+            serde_yaml_ng::from_str::<Value>("[ALL]").unwrap(),
+            "{name:?}"
+        );
+    }
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+
+    // The sidecar run with its env and args: mounted paths in a directory standing for the
+    // pod's file system, the Secret's file holding a token, ports 0 for the fixed ones.
+    let pod_root = tempfile::tempdir().unwrap();
+    let mapped = |value: &str| -> String {
+        if value.starts_with('/') {
+            inside(pod_root.path(), value).display().to_string()
+        } else {
+            value.replace(":8080", ":0").replace(":9090", ":0")
+        }
+    };
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), mapped(v))).collect();
+    let token = PathBuf::from(value(&env, "SPECGATE_API_TOKEN_FILE"));
+    std::fs::create_dir_all(token.parent().unwrap()).unwrap();
+    std::fs::write(&token, format!("{}\n", support::CANARY_TOKEN)).unwrap();
+    let args: Vec<&str> = sidecar["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let gw = support::Gateway::start_with(&args, None, &env);
+    assert!(gw.addr.ip().is_loopback());
+    // Each probe's path answers on the admin port: /healthz 200; /readyz 200, or 503 naming
+    // why (this machine cannot resolve the example upstream).
+    for (probe, ok) in [
+        ("livenessProbe", &[200][..]),
+        ("readinessProbe", &[200, 503][..]),
+        ("startupProbe", &[200, 503][..]),
+    ] {
+        let path = sidecar[probe]["httpGet"]["path"].as_str().unwrap();
+        // The kubelet probes the pod IP; here, loopback.
+        let url = format!("http://127.0.0.1:{}{path}", gw.admin.port());
+        let answer = support::client().get(url).send().await.unwrap();
+        let status = answer.status().as_u16();
+        let body = answer.text().await.unwrap();
+        assert!(ok.contains(&status), "{probe} {path}: {status} {body}");
+        if path == "/readyz" {
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let failing = body["failing"].as_array().unwrap();
+            assert!(
+                failing.iter().all(|f| f == "upstream"),
+                "only the example upstream may fail: {body}"
+            );
+        }
+    }
+    assert!(
+        PathBuf::from(value(&env, "SPECGATE_AUDIT_LOG"))
+            .parent()
+            .unwrap()
+            .is_dir(),
+        "the audit log's directory is made on the mounted volume"
+    );
 }
 
 #[test]
@@ -246,4 +321,486 @@ fn the_systemd_unit_is_hardened_and_verifies() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
+
+/// A Dockerfile's instructions, `(KEYWORD, rest)`, continuation lines joined, comments dropped,
+/// split into stages at each `FROM`.
+fn dockerfile_stages(text: &str) -> Vec<Vec<(String, String)>> {
+    let mut stages: Vec<Vec<(String, String)>> = Vec::new();
+    let mut pending = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if pending.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        if let Some(head) = trimmed.strip_suffix('\\') {
+            pending.push_str(head);
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(trimmed);
+        let (keyword, rest) = pending.split_once(' ').unwrap_or((&pending, ""));
+        let instruction = (keyword.to_ascii_uppercase(), rest.trim().to_owned());
+        if instruction.0 == "FROM" {
+            stages.push(Vec::new());
+        }
+        stages
+            .last_mut()
+            .expect("a Dockerfile starts with FROM")
+            .push(instruction);
+        pending.clear();
+    }
+    stages
+}
+
+/// Whether `.dockerignore` lets `path` (relative, `/`-separated) into the build context:
+/// the last pattern matching it or a directory above it decides; `*` stays within a segment.
+fn in_context(ignore: &[String], path: &str) -> bool {
+    fn glob(pattern: &str, name: &str) -> bool {
+        match pattern.split_once('*') {
+            None => pattern == name,
+            Some((head, tail)) => {
+                name.starts_with(head)
+                    && (head.len()..=name.len())
+                        .any(|at| !name[head.len()..at].contains('/') && glob(tail, &name[at..]))
+            }
+        }
+    }
+    let mut included = true;
+    for pattern in ignore {
+        let (negated, pattern) = match pattern.strip_prefix('!') {
+            Some(p) => (true, p.trim_matches('/')),
+            None => (false, pattern.trim_matches('/')),
+        };
+        let mut prefixes = path.match_indices('/').map(|(at, _)| &path[..at]);
+        if glob(pattern, path) || prefixes.any(|prefix| glob(pattern, prefix)) {
+            included = negated;
+        }
+    }
+    included
+}
+
+fn dockerignore() -> Vec<String> {
+    repo(".dockerignore")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every file under `path` (itself, if a file), relative to the repository.
+fn files_under(path: &str) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    walk(&root.join(path))
+        .into_iter()
+        .filter(|f| f.is_file())
+        .map(|f| f.strip_prefix(root).unwrap().to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Where an absolute path inside an image lands in `root`.
+fn inside(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// Carries out a `COPY` as Docker does: each source from the context (or `from`, another
+/// stage's root), a directory's contents into the destination, a file into it when it ends in
+/// `/` (or names several sources) and as it otherwise.
+fn copy(
+    rest: &str,
+    context: &[String],
+    image: &Path,
+    workdir: &str,
+    stages: &HashMap<String, PathBuf>,
+) {
+    let mut words: Vec<&str> = rest.split_whitespace().collect();
+    let mut from = None;
+    words.retain(|w| match w.strip_prefix("--from=") {
+        Some(stage) => {
+            from = Some(stages[stage].clone());
+            false
+        }
+        None => !w.starts_with("--"),
+    });
+    let (dest, sources) = words.split_last().unwrap();
+    let dest = if dest.starts_with('/') {
+        (*dest).to_owned()
+    } else {
+        format!("{workdir}/{dest}")
+    };
+    let into_dir = dest.ends_with('/') || sources.len() > 1;
+    for source in sources {
+        let (base, files): (PathBuf, Vec<String>) = match &from {
+            Some(root) => {
+                let base = inside(root, source);
+                let files = walk(&base)
+                    .into_iter()
+                    .filter(|f| f.is_file())
+                    .map(|f| f.strip_prefix(root).unwrap().to_str().unwrap().to_owned())
+                    .collect();
+                (base, files)
+            }
+            None => {
+                let files: Vec<String> = files_under(source)
+                    .into_iter()
+                    .filter(|f| in_context(context, f))
+                    .collect();
+                (Path::new(env!("CARGO_MANIFEST_DIR")).join(source), files)
+            }
+        };
+        // An empty directory from another stage is copied as one; from the context, nothing
+        // there means .dockerignore left it out and `docker build` would stop.
+        if from.is_some() && base.is_dir() {
+            std::fs::create_dir_all(inside(image, &dest)).unwrap();
+        }
+        assert!(
+            !files.is_empty() || from.is_some() && base.is_dir(),
+            "COPY {source}: nothing there in the build context (.dockerignore)"
+        );
+        let root = from
+            .clone()
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_owned());
+        for file in files {
+            let full = root.join(&file);
+            let target = if base.is_dir() {
+                inside(image, &dest).join(full.strip_prefix(&base).unwrap())
+            } else if into_dir {
+                inside(image, &dest).join(base.file_name().unwrap())
+            } else {
+                inside(image, &dest)
+            };
+            copy_file(&full, &target);
+        }
+    }
+}
+
+/// Copies a file, keeping its modification time: cargo goes by mtimes, so an unchanged source
+/// or dependency copied again is not rebuilt.
+fn copy_file(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    std::fs::copy(from, to).unwrap();
+    let modified = std::fs::metadata(from).unwrap().modified().unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(to)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+}
+
+/// Seeds `to`, a build directory's profile directory, with the dependencies this checkout's
+/// own build compiled in `from`, never overwriting: the stage reuses them and compiles only
+/// specgate, from its copied context. One shared build directory would not do: cargo names
+/// both copies of specgate's units alike, and each build would undo the other's.
+fn seed_build_dir(from: &Path, to: &Path) {
+    for kind in ["build", ".fingerprint", "deps"] {
+        for file in walk(&from.join(kind)).into_iter().filter(|f| f.is_file()) {
+            let relative = file.strip_prefix(from).unwrap();
+            let unit = relative.iter().nth(1).unwrap().to_str().unwrap();
+            let library = [".rlib", ".rmeta", ".so", ".d"]
+                .iter()
+                .any(|ext| unit.ends_with(ext));
+            let specgate = unit.starts_with("specgate-") || unit.starts_with("libspecgate-");
+            // Of deps/, the libraries only: the rest are test executables.
+            if specgate || kind == "deps" && !library || to.join(relative).exists() {
+                continue;
+            }
+            copy_file(&file, &to.join(relative));
+        }
+    }
+}
+
+/// `path`, or every path under it when it is a directory.
+fn walk(path: &Path) -> Vec<PathBuf> {
+    if path.is_dir() {
+        std::fs::read_dir(path)
+            .unwrap()
+            .flat_map(|e| walk(&e.unwrap().path()))
+            .collect()
+    } else {
+        vec![path.to_owned()]
+    }
+}
+
+/// The target directory this test binary was built into (`<target>/release/deps/deploy-…`).
+fn target_dir() -> PathBuf {
+    std::env::current_exe()
+        .unwrap()
+        .ancestors()
+        .nth(3)
+        .unwrap()
+        .to_owned()
+}
+
+/// `cargo <args> --offline` in `dir` with `build_dir`, in a container's environment: nothing of
+/// this test run's (cargo's variables for tests would make dependencies look changed) but the
+/// toolchain's and the stage's, and no git repository above (target/ is inside this checkout).
+fn run_cargo(
+    args: &[&str],
+    dir: &Path,
+    build_dir: &Path,
+    stage_env: &[(String, String)],
+    step: &str,
+) {
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
+    cargo.env_clear();
+    for keep in [
+        "PATH",
+        "HOME",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+    ] {
+        if let Some(value) = std::env::var_os(keep) {
+            cargo.env(keep, value);
+        }
+    }
+    let out = cargo
+        .args(args)
+        .arg("--offline")
+        .current_dir(dir)
+        .env("GIT_CEILING_DIRECTORIES", target_dir())
+        .env("CARGO_BUILD_BUILD_DIR", build_dir)
+        .envs(stage_env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the Dockerfile's `{step}` failed in its own context:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A command line as the shell splits and expands it when it is pasted, in the repository
+/// (`$(git rev-parse …)` and all).
+fn shell_words(line: &str) -> Vec<String> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("set -- {line}; printf '%s\\0' \"$@\"")])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sh could not read {line:?}: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_terminator('\0')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `ENV` and `ARG` of a stage (an `ARG` as `build_args` give it, else its default), `${NAME}`
+/// substituted; absolute paths mapped into `image`.
+fn stage_env(
+    stage: &[(String, String)],
+    build_args: &[(String, String)],
+    image: Option<&Path>,
+) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    for (keyword, rest) in stage {
+        if keyword != "ENV" && keyword != "ARG" {
+            continue;
+        }
+        for assignment in rest.split_whitespace() {
+            let (name, value) = assignment.split_once('=').unwrap_or((assignment, ""));
+            let given = build_args
+                .iter()
+                .find(|(n, _)| n == name && keyword == "ARG");
+            let mut value = given.map_or(value, |(_, v)| v.as_str()).to_owned();
+            for (known, v) in &vars {
+                value = value.replace(&format!("${{{known}}}"), v);
+            }
+            if let (Some(image), true) = (image, value.starts_with('/')) {
+                value = inside(image, &value).display().to_string();
+            }
+            vars.retain(|(n, _)| n != name);
+            vars.push((name.to_owned(), value));
+        }
+    }
+    vars
+}
+
+#[tokio::test]
+async fn the_dockerfile_builds_from_its_own_context_and_its_image_runs_as_deploy_readme_says() {
+    let stages = dockerfile_stages(&repo("deploy/Dockerfile"));
+    assert_eq!(stages.len(), 2, "a build stage and a runtime stage");
+    let context = dockerignore();
+    for big in [
+        "target/release/specgate",
+        ".git/HEAD",
+        "audit/specgate-audit.jsonl",
+        "tests/deploy.rs",
+    ] {
+        assert!(!in_context(&context, big), "{big} is in the build context");
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let mut roots = HashMap::new();
+
+    // The build stage, as `docker build` runs it, with --offline against the local registry
+    // cache, sharing this build's compiled dependencies (build-dir) but not its output.
+    let build = &stages[0];
+    let name = build[0].1.rsplit(' ').next().unwrap().to_owned();
+    // The context is copied into an emptied directory, at the same path every run so that
+    // cargo can tell an unchanged source; the build directory beside it is kept.
+    let stage = target_dir().join("dockerfile-build-stage");
+    let root = stage.join("root");
+    if root.exists() {
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+    let build_dir = stage.join("build-dir");
+    seed_build_dir(&target_dir().join("release"), &build_dir.join("release"));
+    let mut workdir = "/".to_owned();
+    // deploy/README's `docker build`: its Dockerfile, its context, its --build-args (evaluated
+    // by the shell, as when it is pasted).
+    let readme = repo("deploy/README.md");
+    let docker_build = shell_words(
+        readme
+            .lines()
+            .find(|l| l.starts_with("docker build "))
+            .expect("deploy/README shows a docker build"),
+    );
+    let flag = |name: &str| -> Vec<&str> {
+        docker_build
+            .windows(2)
+            .filter(|w| w[0] == name)
+            .map(|w| w[1].as_str())
+            .collect()
+    };
+    assert_eq!(flag("-f"), ["deploy/Dockerfile"]);
+    assert_eq!(flag("-t"), ["specgate"], "the image docker run runs");
+    assert_eq!(
+        docker_build.last().map(String::as_str),
+        Some("."),
+        "the context is the repository root"
+    );
+    let build_args: Vec<(String, String)> = flag("--build-arg")
+        .into_iter()
+        .map(|arg| {
+            let (name, value) = arg.split_once('=').unwrap();
+            (name.to_owned(), value.to_owned())
+        })
+        .collect();
+    let sha = &build_args
+        .iter()
+        .find(|(n, _)| n == "SPECGATE_GIT_SHA")
+        .expect("the commit comes in as a build argument")
+        .1;
+    let env = stage_env(build, &build_args, None);
+    for (keyword, rest) in build {
+        match keyword.as_str() {
+            "WORKDIR" => workdir = rest.clone(),
+            "COPY" => copy(rest, &context, &root, &workdir, &roots),
+            "RUN" => {
+                for step in rest.split("&&").map(str::trim) {
+                    let words: Vec<&str> = step.split_whitespace().collect();
+                    match words.as_slice() {
+                        ["mkdir", "-p", dirs @ ..] => {
+                            for dir in dirs {
+                                std::fs::create_dir_all(inside(&root, dir)).unwrap();
+                            }
+                        }
+                        ["cargo", args @ ..] => {
+                            run_cargo(args, &inside(&root, &workdir), &build_dir, &env, step)
+                        }
+                        _ => panic!("RUN step {step:?}: this test does not know how to run it"),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    roots.insert(name, root);
+
+    // The runtime stage's files and environment, in a directory standing for its root.
+    let runtime = &stages[1];
+    let image = scratch.path().join("image");
+    for (keyword, rest) in runtime {
+        if keyword == "COPY" {
+            copy(rest, &context, &image, "/", &roots);
+        }
+    }
+    let words = |keyword: &str| -> Vec<String> {
+        let (_, rest) = runtime.iter().find(|(k, _)| k == keyword).unwrap();
+        serde_json::from_str(rest).unwrap_or_else(|e| panic!("{keyword} {rest}: {e}"))
+    };
+    let entrypoint = inside(&image, &words("ENTRYPOINT")[0]);
+    assert!(
+        entrypoint.is_file(),
+        "{} is not in the image",
+        entrypoint.display()
+    );
+    let version = Command::new(&entrypoint).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        !sha.is_empty() && version.contains(sha.as_str()),
+        "{version} names {sha:?}"
+    );
+
+    // deploy/README's `docker run`: its -e flags are the environment, what follows the image
+    // name the arguments. The published port is Docker's; here the listener takes port 0.
+    let run = shell_words(
+        readme
+            .lines()
+            .find(|l| l.starts_with("docker run "))
+            .expect("deploy/README shows a docker run"),
+    );
+    let mut env = stage_env(runtime, &build_args, Some(&image));
+    let mut args = Vec::new();
+    let mut flags = run.iter().map(String::as_str).skip(2);
+    while let Some(flag) = flags.next() {
+        match flag {
+            "-e" => {
+                let (k, v) = flags.next().unwrap().split_once('=').unwrap();
+                env.push((k.to_owned(), v.replace(":8080", ":0")));
+            }
+            "-p" => {
+                flags.next();
+            }
+            "--rm" => {}
+            image_name => {
+                assert_eq!(image_name, "specgate", "{run:?}");
+                args.extend(flags.by_ref().map(str::to_owned));
+            }
+        }
+    }
+    assert_eq!(args, ["serve", "--mock"], "{run:?}");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gw = support::Gateway::launch_program(&entrypoint, &args, &env);
+    assert_eq!(
+        gw.addr.ip().to_string(),
+        "0.0.0.0",
+        "it listens where -e says"
+    );
+
+    // The HEALTHCHECK: the image's own binary asks its admin listener.
+    let healthcheck = runtime
+        .iter()
+        .find(|(k, _)| k == "HEALTHCHECK")
+        .map(|(_, rest)| rest.split_once("CMD ").unwrap().1)
+        .unwrap();
+    let probe: Vec<String> = serde_json::from_str(healthcheck).unwrap();
+    let out = Command::new(inside(&image, &probe[0]))
+        .args(&probe[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("SPECGATE_ADMIN_LISTEN", gw.admin.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "HEALTHCHECK failed: {out:?}");
+
+    // And it answers a create from the spec baked into the image, auditing where ENV says.
+    let answer = support::client()
+        .post(format!(
+            "http://127.0.0.1:{}/api/3/connections",
+            gw.addr.port()
+        ))
+        .header("content-type", "application/json")
+        .body(support::VALID_CREATE)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let audit = env.iter().find(|(k, _)| k == "SPECGATE_AUDIT_LOG").unwrap();
+    assert!(audit.1.starts_with(image.to_str().unwrap()));
+    gw.wait_for_log("request", 1);
+    assert!(Path::new(&audit.1).is_file(), "no audit log at {}", audit.1);
 }

@@ -346,12 +346,7 @@ impl Gateway {
         cwd: Option<&Path>,
         env: &[(String, String)],
     ) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let mut audit_log = dir.path().join("audit").join("specgate-audit.jsonl");
-        if let Some((_, path)) = env.iter().find(|(k, _)| k == "SPECGATE_AUDIT_LOG") {
-            audit_log = PathBuf::from(path);
-        }
-        let mut command = match wrapper.split_first() {
+        let command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
                 c.args(args).arg(binary());
@@ -359,6 +354,26 @@ impl Gateway {
             }
             None => Command::new(binary()),
         };
+        Gateway::spawn(command, args, cwd, env)
+    }
+
+    /// Starts another build of specgate (`program`, such as the one a Dockerfile stage built)
+    /// with `args`.
+    pub fn launch_program(program: &Path, args: &[&str], env: &[(String, String)]) -> Gateway {
+        Gateway::spawn(Command::new(program), args, None, env)
+    }
+
+    fn spawn(
+        mut command: Command,
+        args: &[&str],
+        cwd: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let mut audit_log = dir.path().join("audit").join("specgate-audit.jsonl");
+        if let Some((_, path)) = env.iter().find(|(k, _)| k == "SPECGATE_AUDIT_LOG") {
+            audit_log = PathBuf::from(path);
+        }
         command
             .args(args)
             .env_clear()
