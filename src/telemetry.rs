@@ -24,10 +24,13 @@ pub fn init(format: Option<&str>) {
     if json {
         json_subscriber(filter, std::io::stderr).init();
     } else {
+        // Colour only for a person at a terminal: never into a file or a pipe, nor with NO_COLOR.
+        let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .with_target(false)
+            .with_ansi(ansi)
             .init();
     }
 }

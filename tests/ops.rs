@@ -473,3 +473,34 @@ async fn mock_mode_answers_from_the_spec_with_no_upstream_or_token() {
         "nothing was forwarded, so no upstream time"
     );
 }
+
+#[test]
+fn text_logs_carry_no_colour_codes_off_a_terminal() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(binary())
+        .args(["serve", "--mock"])
+        .env_clear()
+        .env("SPECGATE_LISTEN", "127.0.0.1:0")
+        .env("SPECGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("SPECGATE_AUDIT_LOG", dir.path().join("audit.jsonl"))
+        .env("SPECGATE_LOG_FORMAT", "text")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read up to the ready line: each line arrives as it is written, no waiting on time.
+    let mut seen = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("specgate ready") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("specgate ready"), "{seen}");
+    assert!(seen.contains(" INFO "), "text, not JSON: {seen}");
+    assert!(!seen.contains('\u{1b}'), "colour codes in a pipe: {seen:?}");
+}
