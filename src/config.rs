@@ -825,6 +825,24 @@ impl Config {
             }
         };
         let mock = mode == UpstreamMode::Mock;
+        // A first run with nothing set: both problems at once, and the way to try it anyway.
+        if !mock
+            && !s.env_token
+            && s.string(API_TOKEN_FILE)?.is_none()
+            && s.string(UPSTREAM)?.is_none()
+        {
+            return Err(ConfigError {
+                setting: format!(
+                    "{} ({}) and {} ({})",
+                    UPSTREAM.env, UPSTREAM.key, API_TOKEN_FILE.env, API_TOKEN_FILE.key
+                ),
+                message: "nothing to forward to: set the first to the API's base URL (such as \
+                          https://myaccount.api-us1.com/api/3) and the second to a file holding \
+                          the token; or run `specgate serve --mock` to answer from the spec \
+                          without either"
+                    .into(),
+            });
+        }
         let token = match (s.env_token, s.string(API_TOKEN_FILE)?) {
             (true, Some(_)) => {
                 return Err(ConfigError {
@@ -840,7 +858,7 @@ impl Config {
                 return Err(ConfigError {
                     setting: format!("{} ({})", API_TOKEN_FILE.env, API_TOKEN_FILE.key),
                     message: format!(
-                        "no API token configured; set it to a file holding the token, or set {API_TOKEN_ENV}"
+                        "no API token configured; set it to a file holding the token, or set {API_TOKEN_ENV} (or try `specgate serve --mock`, which needs none)"
                     ),
                 });
             }
@@ -1024,7 +1042,7 @@ fn upstream_base(s: &Sources) -> Result<Uri, ConfigError> {
     let Some(url) = s.string(UPSTREAM)? else {
         return Err(s.error(
             UPSTREAM,
-            "no upstream configured; set it to the API's base URL, such as https://myaccount.api-us1.com/api/3",
+            "no upstream configured; set it to the API's base URL, such as https://myaccount.api-us1.com/api/3 (or try `specgate serve --mock`, which needs none)",
         ));
     };
     let uri: Uri = url
@@ -1319,6 +1337,19 @@ mod tests {
         );
         let e = load(Some(&twice), MINIMAL).unwrap_err();
         assert!(e.message.contains("same as another client's"), "{e}");
+    }
+
+    #[test]
+    fn nothing_configured_names_both_settings_and_mock_mode() {
+        let e = load(None, &[]).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("SPECGATE_UPSTREAM") && text.contains("SPECGATE_API_TOKEN_FILE"),
+            "{text}"
+        );
+        assert!(text.contains("specgate serve --mock"), "{text}");
+        let e = load(None, &[("SPECGATE_API_TOKEN", "t")]).unwrap_err();
+        assert!(e.to_string().contains("no upstream configured"), "{e}");
     }
 
     #[test]

@@ -75,8 +75,10 @@ fn check_exits_non_zero_naming_each_problem() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.starts_with("specgate check: SPECGATE_") && stderr.contains("no API token"),
-        "{stderr}"
+        stderr.starts_with("specgate check: SPECGATE_UPSTREAM")
+            && stderr.contains("SPECGATE_API_TOKEN_FILE")
+            && stderr.contains("specgate serve --mock"),
+        "nothing configured: both settings named, and mock mode offered: {stderr}"
     );
     let out = run(&["check", "--mock"], &[]);
     assert!(out.status.success(), "mock mode needs no upstream or token");

@@ -337,6 +337,12 @@ fn version_of(doc: &Value) -> Version {
         };
         return match dialect {
             Some(dialect) => Version::OpenApi(version, dialect),
+            None if version.trim().is_empty() => Version::Unsupported(
+                "/openapi",
+                "the \"openapi\" field is empty: it says which OpenAPI version the document is \
+                 (3.0, 3.1 and 3.2 are supported, and Swagger 2.0)"
+                    .to_owned(),
+            ),
             None => Version::Unsupported(
                 "/openapi",
                 format!(

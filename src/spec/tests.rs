@@ -151,6 +151,8 @@ fn a_document_without_a_version_is_refused_saying_what_is_supported() {
     assert!(e.message.contains("not an OpenAPI document"), "{e}");
     let e = Spec::compile("t.json", json!({"openapi": "4.0.0", "paths": {}})).unwrap_err();
     assert_eq!(e.pointer, "/openapi");
+    let e = Spec::compile("t.json", json!({"openapi": "", "paths": {}})).unwrap_err();
+    assert!(e.message.contains("\"openapi\" field is empty"), "{e}");
     let e = Spec::compile("t.json", json!({"swagger": "1.2", "paths": {}})).unwrap_err();
     assert_eq!(e.pointer, "/swagger");
 }
