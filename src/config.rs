@@ -791,6 +791,18 @@ fn flatten(prefix: &str, value: toml::Value, out: &mut Vec<(String, toml::Value)
 }
 
 impl Config {
+    /// Whether serving the proxy on `ip` with this configuration would let anyone who reaches
+    /// it spend the token: not loopback, no client authentication, no explicit opt-out, and a
+    /// token to spend (mock mode has none).
+    pub fn exposes_token_on(&self, ip: std::net::IpAddr) -> bool {
+        let mtls = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        !ip.is_loopback()
+            && self.clients.is_empty()
+            && !mtls
+            && !self.allow_unauthenticated
+            && self.mode == UpstreamMode::Proxy
+    }
+
     /// Loads the configuration from the process environment and the file `SPECGATE_CONFIG` (or
     /// `file`, if given) names.
     pub fn from_env(file: Option<&Path>) -> Result<Config, ConfigError> {

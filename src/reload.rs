@@ -494,6 +494,21 @@ impl Live {
         let built = tokio::task::spawn_blocking(move || {
             let previous = live.current();
             let config = Config::load(live.config_file.as_deref(), live.mock)?;
+            // The listener stays where it was bound: a reload may not leave it open to anyone
+            // with a token behind it (say, mock to proxy mode while listening on 0.0.0.0).
+            let bound = previous.config.listen.ip();
+            if config.exposes_token_on(bound) {
+                return Err(StartError::Config(crate::config::ConfigError {
+                    setting: crate::config::LISTEN.env.to_owned(),
+                    message: format!(
+                        "the proxy is listening on {bound} (a restart is needed to move it), which \
+                         is not loopback, and this configuration forwards with the token but \
+                         authenticates no client; configure [[clients]] or tls.client_ca, or set \
+                         {} = true",
+                        crate::config::ALLOW_UNAUTHENTICATED.key
+                    ),
+                }));
+            }
             let restart = restart_only_changes(&previous.config, &config);
             let next = Generation::build(
                 config,

@@ -504,3 +504,62 @@ fn text_logs_carry_no_colour_codes_off_a_terminal() {
     assert!(seen.contains(" INFO "), "text, not JSON: {seen}");
     assert!(!seen.contains('\u{1b}'), "colour codes in a pipe: {seen:?}");
 }
+
+#[tokio::test]
+async fn a_reload_cannot_put_the_token_behind_a_listener_anyone_can_reach() {
+    use std::io::{BufRead, BufReader};
+    // Mock mode may listen on any address; a config edit that turns on proxy mode (and names
+    // loopback, which takes a restart to move to) must not start forwarding with the token on
+    // the address really bound. The listener comes from the file here, not the environment
+    // (the harness's SPECGATE_LISTEN would be read again by the reload and refused anyway).
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("specgate.toml");
+    std::fs::write(
+        &config,
+        "listen = \"0.0.0.0:0\"\n[upstream]\nmode = \"mock\"\n",
+    )
+    .unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{CANARY_TOKEN}\n")).unwrap();
+    let mut child = std::process::Command::new(binary())
+        .arg("serve")
+        .env_clear()
+        .env("SPECGATE_CONFIG", &config)
+        .env("SPECGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("SPECGATE_AUDIT_LOG", dir.path().join("audit.jsonl"))
+        .env("SPECGATE_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready: Value = lines
+        .by_ref()
+        .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap_or_default())
+        .find(|e| e["message"] == "specgate ready")
+        .expect("it starts");
+    assert!(
+        ready["listen"].as_str().unwrap().starts_with("0.0.0.0:"),
+        "{ready}"
+    );
+    let admin = ready["admin_listen"].as_str().unwrap().to_owned();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\napi_token_file = \"{}\"\n[upstream]\nmode = \"proxy\"\nurl = \"https://127.0.0.1:9/api/3\"\n",
+            token.display()
+        ),
+    )
+    .unwrap();
+    let response = client()
+        .post(format!("http://{admin}/reload"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("not loopback"), "{body}");
+    assert!(!body.contains(CANARY_TOKEN));
+}
