@@ -71,7 +71,10 @@ fn hot_paths(c: &mut Criterion) {
     c.bench_function("route+validate+render invalid body", |b| {
         b.iter(|| {
             let error = check(black_box(INVALID)).unwrap_err();
-            error.to_response(Some("0193a0b4-7c1d-7e2f-8a9b-0c1d2e3f4a5b"))
+            error.to_response(
+                Some("0193a0b4-7c1d-7e2f-8a9b-0c1d2e3f4a5b"),
+                specgate::error::PROBLEM_JSON,
+            )
         })
     });
 

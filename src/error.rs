@@ -249,6 +249,9 @@ pub struct Problem<'a> {
     pub status: u16,
     /// What happened to this request.
     pub detail: String,
+    /// The same text as `detail`, where client libraries written for the vendor's own errors
+    /// (`{"message": …}`) look for it.
+    pub message: &'a str,
     /// The request id, to find the request in logs and the audit log.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<&'a str>,
@@ -257,8 +260,35 @@ pub struct Problem<'a> {
     pub errors: &'a [Violation],
 }
 
-/// The media type of every error body.
+/// The media type of an error body, unless the client accepts only plain JSON.
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The media type an error body is sent as, by the request's `Accept`: problem+json when it
+/// names it, `application/json` (the same body) when it names that but not problem+json (client
+/// libraries that parse only `application/json` then read the error), problem+json otherwise.
+/// A range with `q=0` is not accepted.
+pub fn error_media_type(accept: Option<&HeaderValue>) -> &'static str {
+    let Some(accept) = accept.and_then(|v| v.to_str().ok()) else {
+        return PROBLEM_JSON;
+    };
+    let accepted = |wanted: &str| {
+        accept.split(',').any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("q") && v.trim().parse::<f32>() == Ok(0.0)
+                })
+            });
+            media.eq_ignore_ascii_case(wanted) && !refused
+        })
+    };
+    if !accepted(PROBLEM_JSON) && accepted("application/json") {
+        "application/json"
+    } else {
+        PROBLEM_JSON
+    }
+}
 
 impl Error {
     /// The status this error is answered with.
@@ -404,7 +434,8 @@ impl Error {
         }
     }
 
-    fn detail(&self) -> String {
+    /// What happened to this request, for a person: the body's `detail` and `message`.
+    pub fn detail(&self) -> String {
         match self {
             Error::RouteNotFound => {
                 "no operation in the API spec matches this path; it was not forwarded".to_owned()
@@ -438,32 +469,38 @@ impl Error {
         }
     }
 
-    /// The problem body for this error.
-    pub fn problem<'a>(&'a self, request_id: Option<&'a str>) -> Problem<'a> {
+    /// The body of this error's response: the problem, with `message` beside `detail`.
+    pub fn body(&self, request_id: Option<&str>) -> Vec<u8> {
         let (kind, title) = self.type_and_title();
         let errors = match self {
             Error::SchemaViolations { violations, .. }
             | Error::ParameterViolations { violations, .. } => violations.as_slice(),
             _ => &[],
         };
-        Problem {
+        let detail = self.detail();
+        let problem = Problem {
             kind,
             title,
             status: self.status().as_u16(),
-            detail: self.detail(),
+            message: &detail,
+            detail: detail.clone(),
             request_id,
             errors,
-        }
+        };
+        serde_json::to_vec(&problem).expect("a problem of strings and numbers always serialises")
     }
 
-    /// Renders this error as the response the client receives.
-    pub fn to_response(&self, request_id: Option<&str>) -> Response<Body> {
-        let body = serde_json::to_vec(&self.problem(request_id))
-            .expect("a problem of strings and numbers always serialises");
-        let mut response = Response::new(Body::full(Bytes::from(body)));
+    /// Renders this error as the response the client receives, its body as `media_type`
+    /// ([`error_media_type`] of the request's `Accept`).
+    pub fn to_response(
+        &self,
+        request_id: Option<&str>,
+        media_type: &'static str,
+    ) -> Response<Body> {
+        let mut response = Response::new(Body::full(Bytes::from(self.body(request_id))));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
         match self {
             Error::MethodNotAllowed { allow, .. } => {
                 headers.insert(header::ALLOW, allow.clone());
@@ -542,7 +579,7 @@ mod tests {
     use serde_json::{Value, json};
 
     async fn rendered(error: Error) -> (StatusCode, http::HeaderMap, Value) {
-        let (parts, body) = error.to_response(Some("req-1")).into_parts();
+        let (parts, body) = error.to_response(Some("req-1"), PROBLEM_JSON).into_parts();
         let bytes = body.collect().await.unwrap().to_bytes();
         (
             parts.status,
@@ -571,6 +608,7 @@ mod tests {
                 "title": "Request body does not match the API schema",
                 "status": 422,
                 "detail": "/connection: missing required property 'name'",
+                "message": "/connection: missing required property 'name'",
                 "request_id": "req-1",
                 "errors": [{
                     "title": "/connection: missing required property 'name'",
@@ -579,6 +617,29 @@ mod tests {
                 }]
             })
         );
+    }
+
+    #[test]
+    fn errors_are_problem_json_unless_the_client_accepts_only_plain_json() {
+        let pick = |accept: &'static str| error_media_type(Some(&HeaderValue::from_static(accept)));
+        assert_eq!(error_media_type(None), PROBLEM_JSON);
+        assert_eq!(pick("*/*"), PROBLEM_JSON);
+        assert_eq!(pick("application/problem+json"), PROBLEM_JSON);
+        assert_eq!(
+            pick("application/json, application/problem+json"),
+            PROBLEM_JSON
+        );
+        assert_eq!(pick("application/json"), "application/json");
+        assert_eq!(
+            pick("text/html, Application/JSON;q=0.9"),
+            "application/json"
+        );
+        assert_eq!(
+            pick("application/json, application/problem+json;q=0"),
+            "application/json"
+        );
+        assert_eq!(pick("application/json;q=0"), PROBLEM_JSON);
+        assert_eq!(pick("text/plain"), PROBLEM_JSON);
     }
 
     #[tokio::test]

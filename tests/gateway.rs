@@ -723,3 +723,39 @@ async fn two_content_types_are_refused() {
     assert!(body.contains("more than one Content-Type"), "{body}");
     assert!(upstream.requests().is_empty());
 }
+
+#[tokio::test]
+async fn errors_carry_message_and_come_as_plain_json_to_clients_that_accept_only_that() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let gw = Gateway::start(&env_for(&ca, &upstream));
+    let send = |accept: Option<&'static str>| {
+        let mut request = client()
+            .post(gw.url("/api/3/connections"))
+            .header("content-type", "application/json")
+            .body(r#"{"connection":{}}"#);
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        request.send()
+    };
+    for (accept, media_type) in [
+        (None, "application/problem+json"),
+        (Some("*/*"), "application/problem+json"),
+        (Some("application/problem+json"), "application/problem+json"),
+        // What activecampaign-python and most HTTP libraries send: it parses only this.
+        (Some("application/json"), "application/json"),
+    ] {
+        let response = send(accept).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(response.headers()["content-type"], media_type, "{accept:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["message"], body["detail"], "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("violations"),
+            "{body}"
+        );
+        assert!(!body["errors"].as_array().unwrap().is_empty(), "{body}");
+    }
+    assert!(upstream.requests().is_empty(), "nothing invalid forwarded");
+}

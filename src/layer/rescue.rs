@@ -1,5 +1,5 @@
-//! The one place an [`Error`] becomes a response: problem+json, with the request id, and a
-//! log line. Everything inside this layer refuses by returning `Err`; nothing outside it sees
+//! The one place an [`Error`] becomes a response: problem+json (or the same body as
+//! `application/json` for a client that accepts only that), with the request id, and a log line. Everything inside this layer refuses by returning `Err`; nothing outside it sees
 //! an error.
 
 use std::convert::Infallible;
@@ -15,7 +15,7 @@ use tower_service::Service;
 use super::auth::{ClientName, ClientSlot};
 use super::request_id::RequestId;
 use crate::body::Body;
-use crate::error::{Chain, Error};
+use crate::error::{Chain, Error, error_media_type};
 
 /// Adds [`Rescue`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -58,6 +58,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let id = req.extensions().get::<RequestId>().cloned();
+        let media_type = error_media_type(req.headers().get(http::header::ACCEPT));
         // The authenticate layer, further in, leaves the client's name here (in the slot the
         // observe layer put outside, if it is there).
         let client = match req.extensions().get::<ClientSlot>() {
@@ -72,6 +73,7 @@ where
             future: self.inner.call(req),
             id,
             client,
+            media_type,
         }
     }
 }
@@ -83,6 +85,8 @@ pin_project! {
         future: F,
         id: Option<RequestId>,
         client: ClientSlot,
+        // What an error body is sent as, by the request's Accept.
+        media_type: &'static str,
     }
 }
 
@@ -101,7 +105,7 @@ where
             Err(error) => {
                 let id = this.id.as_ref().map(RequestId::as_str);
                 log(&error, id, client.as_ref());
-                let mut response = error.to_response(id);
+                let mut response = error.to_response(id, this.media_type);
                 response.extensions_mut().insert(ErrorKind(error.kind()));
                 response
             }

@@ -649,7 +649,7 @@ mod tests {
         let (result, _) = send_to(doc, "POST", "/things", Some("text/plain"), b"x").await;
         let error = result.unwrap_err();
         assert_eq!(error.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        let detail = error.problem(None).detail;
+        let detail = error.detail();
         assert!(
             detail.contains("application/json-patch+json, application/merge-patch+json")
                 && detail.contains("\"text/plain\""),
