@@ -17,7 +17,7 @@ pub fn server() -> Option<&'static Server> {
     postgres::server()
 }
 
-/// A schema of its own in the `test` database, dropped with everything in it at the end.
+/// A schema of its own in the tests' database, dropped with everything in it at the end.
 pub struct TestDb {
     pub schema: String,
     pub server: &'static Server,
@@ -156,7 +156,7 @@ impl Drop for TestDb {
 pub async fn connect(url: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
         .await
-        .unwrap_or_else(|e| panic!("connect to PostgreSQL ({url}): {e:?}"));
+        .unwrap_or_else(|e| panic!("connect to PostgreSQL ({}): {e:?}", postgres::redacted(url)));
     tokio::spawn(conn);
     client
 }

@@ -44,9 +44,21 @@ impl Server {
         format!("postgresql://{}@{addr}/{}", self.userinfo, self.dbname)
     }
 
-    /// The URL as `role` (a role the test made, without a password).
-    pub fn url_as(&self, role: &str) -> String {
-        format!("postgresql://{role}@{}/{}", self.addr(), self.dbname)
+    /// The URL as `role`, a role the test made with `password`.
+    pub fn url_as(&self, role: &str, password: &str) -> String {
+        format!(
+            "postgresql://{role}:{password}@{}/{}",
+            self.addr(),
+            self.dbname
+        )
+    }
+}
+
+/// `url` without its user and password, for a message.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if scheme < at => format!("{}…{}", &url[..scheme + 3], &url[at..]),
+        _ => url.to_owned(),
     }
 }
 
@@ -59,8 +71,11 @@ pub fn server() -> Option<&'static Server> {
     static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
     match SERVER.get_or_init(find) {
         Ok(server) => Some(server),
-        Err(why) if std::env::var_os(REQUIRE_VAR).is_some() => {
-            panic!("{REQUIRE_VAR} is set and there is no PostgreSQL for the tests: {why}")
+        // A URL that was set but cannot be used is a mistake to fix, not a reason to skip.
+        Err(why)
+            if std::env::var_os(REQUIRE_VAR).is_some() || std::env::var_os(URL_VAR).is_some() =>
+        {
+            panic!("no PostgreSQL for the tests: {why}")
         }
         Err(why) => {
             static SAID: std::sync::Once = std::sync::Once::new();
@@ -69,7 +84,8 @@ pub fn server() -> Option<&'static Server> {
                 let _ = writeln!(
                     std::io::stderr(),
                     "\n*** SKIPPED: the PostgreSQL audit-shipping tests of this binary did not run: {why}. \
-                     Set {URL_VAR} to a server (superuser, TCP), or install PostgreSQL's server \
+                     Set {URL_VAR} to a server (a superuser over TCP; roles the tests make log in \
+                     with a password), or install PostgreSQL's server \
                      binaries (initdb, pg_ctl) so a throwaway one can be started. ***\n"
                 );
             });
@@ -195,20 +211,34 @@ fn throwaway(bin: &Path) -> Result<Server, String> {
             .map_err(|e| format!("chown {}: {e}", dir.display()))?;
     }
     let data = dir.join("data");
-    let mut initdb = command(bin, "initdb", &user);
-    initdb.arg("-D").arg(&data).args([
-        "-U",
-        "postgres",
-        "--auth=trust",
-        "-E",
-        "UTF8",
-        "--no-sync",
-        "--locale=C",
-    ]);
-    if let Err(e) = run(initdb, "initdb") {
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(e);
+    // From here on the watchdog removes the directory (and stops any server) however this
+    // ends: returning the error drops its pipe.
+    let watchdog = watchdog(bin, &user, &dir, &data)?;
+    // Over TCP a password, so that no other user of this machine can log in as a superuser
+    // while the tests run; the socket directory is the tests' own.
+    let password = random_hex();
+    let pwfile = dir.join("pwfile");
+    std::fs::write(&pwfile, format!("{password}\n")).map_err(|e| format!("{e}"))?;
+    if let Some((_, uid, gid)) = &user {
+        std::os::unix::fs::chown(&pwfile, Some(*uid), Some(*gid)).map_err(|e| format!("{e}"))?;
     }
+    let mut initdb = command(bin, "initdb", &user);
+    initdb
+        .arg("-D")
+        .arg(&data)
+        .arg("--pwfile")
+        .arg(&pwfile)
+        .args([
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--locale=C",
+        ]);
+    run(initdb, "initdb")?;
     // A free port can be taken between choosing and binding it: choose again a few times.
     let mut last = String::new();
     for _ in 0..5 {
@@ -230,11 +260,10 @@ fn throwaway(bin: &Path) -> Result<Server, String> {
         ]);
         match run(start, "pg_ctl start") {
             Ok(()) => {
-                let watchdog = watchdog(bin, &user, &dir, &data)?;
                 return Ok(Server {
                     host: "127.0.0.1".into(),
                     port,
-                    userinfo: "postgres".into(),
+                    userinfo: format!("postgres:{password}"),
                     dbname: "postgres".into(),
                     _watchdog: Some(Mutex::new(watchdog)),
                 });
@@ -244,11 +273,23 @@ fn throwaway(bin: &Path) -> Result<Server, String> {
                 let _ = std::fs::File::open(dir.join("log"))
                     .and_then(|mut f| f.read_to_string(&mut log));
                 last = format!("{e}; server log: {}", log.trim());
+                // A start that timed out may still come up: stop it before trying again.
+                let mut stop = command(bin, "pg_ctl", &user);
+                stop.arg("-D").arg(&data).args(["-m", "immediate", "stop"]);
+                let _ = run(stop, "pg_ctl stop");
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Err(last)
+}
+
+/// 128 random bits, as hex, from the kernel.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("/dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A shell that waits for its stdin to close (this process exiting, however it exits), then
@@ -259,7 +300,9 @@ fn watchdog(
     dir: &Path,
     data: &Path,
 ) -> Result<(Child, ChildStdin), String> {
-    let script = r#"read _ignored; "$0" -D "$1" -m immediate stop >/dev/null 2>&1; rm -rf "$2""#;
+    // Deaf to the signals a Ctrl-C or a CI job's kill sends the test's process group: it must
+    // outlive the tests to clean up after them.
+    let script = r#"trap '' INT TERM HUP; read _ignored; "$0" -D "$1" -m immediate stop >/dev/null 2>&1; rm -rf "$2""#;
     let mut shell = match user {
         None => Command::new("sh"),
         Some((_, uid, gid)) => {
@@ -271,7 +314,9 @@ fn watchdog(
             c
         }
     };
+    use std::os::unix::process::CommandExt;
     let mut child = shell
+        .process_group(0)
         .current_dir(std::env::temp_dir())
         .arg("-c")
         .arg(script)

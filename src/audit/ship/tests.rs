@@ -101,7 +101,7 @@ impl Drop for TestDb {
 async fn connect(url: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(url, NoTls)
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL ({url}): {e:?}"));
+        .unwrap_or_else(|e| panic!("PostgreSQL ({}): {e:?}", postgres::redacted(url)));
     tokio::spawn(conn);
     client
 }
@@ -369,7 +369,7 @@ async fn a_fleet_starting_at_once_migrates_once() {
     let schema = &db.schema;
     client
         .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN;
+            "CREATE ROLE {role} LOGIN PASSWORD 'shipper-pw';
              GRANT USAGE ON SCHEMA {schema} TO {role};
              GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA {schema} TO {role};"
         ))
@@ -377,7 +377,7 @@ async fn a_fleet_starting_at_once_migrates_once() {
         .unwrap();
     let url = format!(
         "{}?options=-csearch_path%3D{}&connect_timeout=2",
-        db.server.url_as(&role),
+        db.server.url_as(&role, "shipper-pw"),
         db.schema
     );
     let dir = tempfile::tempdir().unwrap();
