@@ -404,24 +404,27 @@ fn inside(root: &Path, path: &str) -> PathBuf {
     root.join(path.trim_start_matches('/'))
 }
 
-/// Carries out a `COPY` as Docker does: each source from the context (or `from`, another
-/// stage's root), a directory's contents into the destination, a file into it when it ends in
-/// `/` (or names several sources) and as it otherwise.
+/// Carries out a `COPY` as Docker does: each source from the context (or `--from`, another
+/// stage's root), a directory's contents (empty directories too) into the destination, a file
+/// into it when it ends in `/` (or names several sources) and as it otherwise. Returns the
+/// destination and the `--chown` owner, if any.
 fn copy(
     rest: &str,
     context: &[String],
     image: &Path,
     workdir: &str,
     stages: &HashMap<String, PathBuf>,
-) {
+) -> (String, Option<String>) {
     let mut words: Vec<&str> = rest.split_whitespace().collect();
     let mut from = None;
-    words.retain(|w| match w.strip_prefix("--from=") {
-        Some(stage) => {
+    let mut chown = None;
+    words.retain(|w| {
+        if let Some(stage) = w.strip_prefix("--from=") {
             from = Some(stages[stage].clone());
-            false
+        } else if let Some(owner) = w.strip_prefix("--chown=") {
+            chown = Some(owner.to_owned());
         }
-        None => !w.starts_with("--"),
+        !w.starts_with("--")
     });
     let (dest, sources) = words.split_last().unwrap();
     let dest = if dest.starts_with('/') {
@@ -430,49 +433,40 @@ fn copy(
         format!("{workdir}/{dest}")
     };
     let into_dir = dest.ends_with('/') || sources.len() > 1;
+    let root = from
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_owned());
     for source in sources {
-        let (base, files): (PathBuf, Vec<String>) = match &from {
-            Some(root) => {
-                let base = inside(root, source);
-                let files = walk(&base)
-                    .into_iter()
-                    .filter(|f| f.is_file())
-                    .map(|f| f.strip_prefix(root).unwrap().to_str().unwrap().to_owned())
-                    .collect();
-                (base, files)
-            }
-            None => {
-                let files: Vec<String> = files_under(source)
-                    .into_iter()
-                    .filter(|f| in_context(context, f))
-                    .collect();
-                (Path::new(env!("CARGO_MANIFEST_DIR")).join(source), files)
-            }
+        let base = inside(&root, source);
+        let entries: Vec<PathBuf> = match &from {
+            Some(_) => walk(&base).into_iter().filter(|p| p.exists()).collect(),
+            None => files_under(source)
+                .into_iter()
+                .filter(|f| in_context(context, f))
+                .map(|f| root.join(f))
+                .collect(),
         };
-        // An empty directory from another stage is copied as one; from the context, nothing
-        // there means .dockerignore left it out and `docker build` would stop.
-        if from.is_some() && base.is_dir() {
-            std::fs::create_dir_all(inside(image, &dest)).unwrap();
-        }
+        // From the context, nothing there means .dockerignore left it out: docker build stops.
         assert!(
-            !files.is_empty() || from.is_some() && base.is_dir(),
-            "COPY {source}: nothing there in the build context (.dockerignore)"
+            !entries.is_empty(),
+            "COPY {source}: nothing there (.dockerignore, or the stage did not make it)"
         );
-        let root = from
-            .clone()
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_owned());
-        for file in files {
-            let full = root.join(&file);
+        for entry in entries {
             let target = if base.is_dir() {
-                inside(image, &dest).join(full.strip_prefix(&base).unwrap())
+                inside(image, &dest).join(entry.strip_prefix(&base).unwrap())
             } else if into_dir {
                 inside(image, &dest).join(base.file_name().unwrap())
             } else {
                 inside(image, &dest)
             };
-            copy_file(&full, &target);
+            if entry.is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+            } else {
+                copy_file(&entry, &target);
+            }
         }
     }
+    (dest, chown)
 }
 
 /// Copies a file, keeping its modification time: cargo goes by mtimes, so an unchanged source
@@ -511,13 +505,19 @@ fn seed_build_dir(from: &Path, to: &Path) {
     }
 }
 
-/// `path`, or every path under it when it is a directory.
+/// `path`, or every file and empty directory under it when it is a directory.
 fn walk(path: &Path) -> Vec<PathBuf> {
     if path.is_dir() {
-        std::fs::read_dir(path)
+        let under: Vec<PathBuf> = std::fs::read_dir(path)
             .unwrap()
             .flat_map(|e| walk(&e.unwrap().path()))
-            .collect()
+            .collect();
+        // An empty directory is a leaf of its own.
+        if under.is_empty() {
+            vec![path.to_owned()]
+        } else {
+            under
+        }
     } else {
         vec![path.to_owned()]
     }
@@ -535,7 +535,7 @@ fn target_dir() -> PathBuf {
 
 /// `cargo <args> --offline` in `dir` with `build_dir`, in a container's environment: nothing of
 /// this test run's (cargo's variables for tests would make dependencies look changed) but the
-/// toolchain's and the stage's, and no git repository above (target/ is inside this checkout).
+/// toolchain's and the stage's, and no git repository above.
 fn run_cargo(
     args: &[&str],
     dir: &Path,
@@ -560,7 +560,7 @@ fn run_cargo(
         .args(args)
         .arg("--offline")
         .current_dir(dir)
-        .env("GIT_CEILING_DIRECTORIES", target_dir())
+        .env("GIT_CEILING_DIRECTORIES", std::env::temp_dir())
         .env("CARGO_BUILD_BUILD_DIR", build_dir)
         .envs(stage_env.iter().map(|(k, v)| (k, v)))
         .output()
@@ -639,14 +639,20 @@ async fn the_dockerfile_builds_from_its_own_context_and_its_image_runs_as_deploy
     // cache, sharing this build's compiled dependencies (build-dir) but not its output.
     let build = &stages[0];
     let name = build[0].1.rsplit(' ').next().unwrap().to_owned();
-    // The context is copied into an emptied directory, at the same path every run so that
-    // cargo can tell an unchanged source; the build directory beside it is kept.
-    let stage = target_dir().join("dockerfile-build-stage");
-    let root = stage.join("root");
+    // The context is copied into an emptied directory outside this checkout (cargo would read
+    // a .cargo/config.toml above it, which the image never sees), at the same path every run
+    // so that cargo can tell an unchanged source; the build directory, under target/, is kept.
+    let checkout = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        env!("CARGO_MANIFEST_DIR").hash(&mut hasher);
+        hasher.finish()
+    };
+    let root = std::env::temp_dir().join(format!("specgate-dockerfile-stage-{checkout:016x}"));
     if root.exists() {
         std::fs::remove_dir_all(&root).unwrap();
     }
-    let build_dir = stage.join("build-dir");
+    let build_dir = target_dir().join("dockerfile-build-stage");
     seed_build_dir(&target_dir().join("release"), &build_dir.join("release"));
     let mut workdir = "/".to_owned();
     // deploy/README's `docker build`: its Dockerfile, its context, its --build-args (evaluated
@@ -688,7 +694,9 @@ async fn the_dockerfile_builds_from_its_own_context_and_its_image_runs_as_deploy
     for (keyword, rest) in build {
         match keyword.as_str() {
             "WORKDIR" => workdir = rest.clone(),
-            "COPY" => copy(rest, &context, &root, &workdir, &roots),
+            "COPY" => {
+                copy(rest, &context, &root, &workdir, &roots);
+            }
             "RUN" => {
                 for step in rest.split("&&").map(str::trim) {
                     let words: Vec<&str> = step.split_whitespace().collect();
@@ -713,9 +721,10 @@ async fn the_dockerfile_builds_from_its_own_context_and_its_image_runs_as_deploy
     // The runtime stage's files and environment, in a directory standing for its root.
     let runtime = &stages[1];
     let image = scratch.path().join("image");
+    let mut copied = Vec::new();
     for (keyword, rest) in runtime {
         if keyword == "COPY" {
-            copy(rest, &context, &image, "/", &roots);
+            copied.push(copy(rest, &context, &image, "/", &roots));
         }
     }
     let words = |keyword: &str| -> Vec<String> {
@@ -764,6 +773,34 @@ async fn the_dockerfile_builds_from_its_own_context_and_its_image_runs_as_deploy
     }
     assert_eq!(args, ["serve", "--mock"], "{run:?}");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The audit directory is in the image, made by a COPY owned by the user the image runs as
+    // (specgate does not make it there: a root-owned volume would refuse every create).
+    let user = runtime
+        .iter()
+        .find(|(k, _)| k == "USER")
+        .map(|(_, u)| u.clone())
+        .expect("a USER");
+    let audit_log = runtime
+        .iter()
+        .filter(|(k, _)| k == "ENV")
+        .flat_map(|(_, rest)| rest.split_whitespace())
+        .find_map(|a| a.strip_prefix("SPECGATE_AUDIT_LOG="))
+        .expect("the image sets SPECGATE_AUDIT_LOG");
+    let audit_dir = Path::new(audit_log).parent().unwrap();
+    assert!(
+        inside(&image, audit_dir.to_str().unwrap()).is_dir(),
+        "{audit_dir:?} not in the image"
+    );
+    let (_, owner) = copied
+        .iter()
+        .filter(|(dest, _)| audit_dir.starts_with(dest.trim_end_matches('/')))
+        .max_by_key(|(dest, _)| dest.len())
+        .expect("a COPY makes the audit directory");
+    assert_eq!(
+        owner.as_deref(),
+        Some(user.as_str()),
+        "--chown of the audit directory"
+    );
     let gw = support::Gateway::launch_program(&entrypoint, &args, &env);
     assert_eq!(
         gw.addr.ip().to_string(),
