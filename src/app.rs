@@ -70,6 +70,7 @@ impl App {
         let current = self.live.current();
         let config = &current.config;
         let (proxy, listen) = bind("SPECGATE_LISTEN", config.listen).await?;
+        self.live.set_bound(listen);
         let (admin, admin_listen) = bind("SPECGATE_ADMIN_LISTEN", config.admin_listen).await?;
         let limits = &config.limits;
         let listening = server::Listening {

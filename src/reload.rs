@@ -427,6 +427,9 @@ pub struct Live {
     mock: bool,
     reloading: tokio::sync::Mutex<()>,
     draining: AtomicBool,
+    /// Where the proxy listener was bound: the configuration's `listen` can change by reload
+    /// without moving it.
+    bound: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl Live {
@@ -448,6 +451,7 @@ impl Live {
             mock,
             reloading: tokio::sync::Mutex::new(()),
             draining: AtomicBool::new(false),
+            bound: std::sync::OnceLock::new(),
         }
     }
 
@@ -481,6 +485,11 @@ impl Live {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// Records where the proxy listener was bound (once, at start-up).
+    pub fn set_bound(&self, addr: std::net::SocketAddr) {
+        let _ = self.bound.set(addr);
+    }
+
     /// Whether the gateway is shutting down.
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
@@ -496,7 +505,10 @@ impl Live {
             let config = Config::load(live.config_file.as_deref(), live.mock)?;
             // The listener stays where it was bound: a reload may not leave it open to anyone
             // with a token behind it (say, mock to proxy mode while listening on 0.0.0.0).
-            let bound = previous.config.listen.ip();
+            let bound = live
+                .bound
+                .get()
+                .map_or(previous.config.listen.ip(), |addr| addr.ip());
             if config.exposes_token_on(bound) {
                 return Err(StartError::Config(crate::config::ConfigError {
                     setting: crate::config::LISTEN.env.to_owned(),

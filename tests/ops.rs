@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::*;
 
 async fn create(gw: &Gateway, request_id: &str) -> reqwest::Response {
@@ -542,6 +542,20 @@ async fn a_reload_cannot_put_the_token_behind_a_listener_anyone_can_reach() {
         "{ready}"
     );
     let admin = ready["admin_listen"].as_str().unwrap().to_owned();
+    let reload = || client().post(format!("http://{admin}/reload")).send();
+    // First only the listener, still mock: accepted, and it takes a restart to move.
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\n[upstream]\nmode = \"mock\"\n",
+    )
+    .unwrap();
+    let moved: Value = reload().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        moved["restart_needed"],
+        json!(["SPECGATE_LISTEN"]),
+        "{moved}"
+    );
+    // Then proxy mode: the configuration says loopback, the socket is still 0.0.0.0.
     std::fs::write(
         &config,
         format!(
@@ -550,11 +564,7 @@ async fn a_reload_cannot_put_the_token_behind_a_listener_anyone_can_reach() {
         ),
     )
     .unwrap();
-    let response = client()
-        .post(format!("http://{admin}/reload"))
-        .send()
-        .await
-        .unwrap();
+    let response = reload().await.unwrap();
     let status = response.status();
     let body = response.text().await.unwrap();
     let _ = child.kill();
