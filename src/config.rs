@@ -70,6 +70,7 @@ settings! {
     TLS_KEY = "tls.key", "SPECGATE_TLS_KEY";
     TLS_CLIENT_CA = "tls.client_ca", "SPECGATE_TLS_CLIENT_CA";
     ROUTES_UNKNOWN = "routes.unknown", "SPECGATE_ROUTES_UNKNOWN";
+    ROUTES_TRAILING_SLASH = "routes.trailing_slash", "SPECGATE_ROUTES_TRAILING_SLASH";
     HEADER_READ_TIMEOUT_MS = "limits.header_read_timeout_ms", "SPECGATE_HEADER_READ_TIMEOUT_MS";
     REQUEST_TIMEOUT_MS = "limits.request_timeout_ms", "SPECGATE_REQUEST_TIMEOUT_MS";
     MAX_CONCURRENT_REQUESTS = "limits.max_concurrent_requests", "SPECGATE_MAX_CONCURRENT_REQUESTS";
@@ -147,6 +148,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// What happens to a request for a path the spec does not have.
     pub unknown_routes: UnknownRoutes,
+    /// Whether `/connections/` is the operation at `/connections`.
+    pub trailing_slash: TrailingSlash,
     /// Limits on connections, request heads, time and concurrency.
     pub limits: Limits,
 }
@@ -192,6 +195,15 @@ pub enum UnknownRoutes {
     Reject,
     /// Forwarded with the token, after the path checks, client auth and limits.
     Forward,
+}
+
+/// Whether a path with one trailing '/' more than an operation's is that operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrailingSlash {
+    /// `/connections/` is `POST /connections` (validated, audited), forwarded as sent.
+    Match,
+    /// `/connections/` is refused (400) as a path that differs from the document's.
+    Reject,
 }
 
 /// Limits that keep one client (or a thousand) from holding the gateway.
@@ -982,6 +994,14 @@ impl Config {
             allow_unauthenticated,
             tls,
             unknown_routes: s.unknown_routes()?,
+            trailing_slash: s.choice(
+                ROUTES_TRAILING_SLASH,
+                &[
+                    ("match", TrailingSlash::Match),
+                    ("reject", TrailingSlash::Reject),
+                ],
+                TrailingSlash::Match,
+            )?,
             limits: s.limits()?,
         })
     }

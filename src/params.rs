@@ -358,7 +358,7 @@ mod tests {
             );
         }
         let query = (!query.is_empty()).then_some(query);
-        match check(&routed.operation, &routed.upstream_path, query, &map) {
+        match check(&routed.operation, &routed.operation_path, query, &map) {
             Ok(()) => Ok(()),
             Err(Error::ParameterViolations { violations, .. }) => Err(violations),
             Err(other) => panic!("{other}"),

@@ -93,7 +93,11 @@ impl Generation {
             .as_ref()
             .map(crate::tls::server_config)
             .transpose()?;
-        let routes = Arc::new(RouteTable::new(&spec).with_unknown_routes(config.unknown_routes));
+        let routes = Arc::new(
+            RouteTable::new(&spec)
+                .with_unknown_routes(config.unknown_routes)
+                .with_trailing_slash(config.trailing_slash),
+        );
         let configured = configured_credential(&config, &spec)?;
         let (backend, oauth2) = match config.mode {
             UpstreamMode::Mock => (Either::Right(Mock), None),

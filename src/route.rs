@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use crate::config::UnknownRoutes;
+use crate::config::{TrailingSlash, UnknownRoutes};
 use crate::error::Error;
 use crate::router::{Router, Template};
 use crate::scheme::Scheme;
@@ -32,8 +32,11 @@ pub struct Routed {
     /// request is valid when it is valid for one of them, and that one replaces `operation`.
     pub candidates: Arc<[Arc<Operation>]>,
     /// The request path relative to the API base (`/connections`), to append to the upstream's
-    /// base URL.
+    /// base URL: exactly as the client sent it.
     pub upstream_path: Arc<str>,
+    /// The path the operation's template matched: `upstream_path`, or it without the one
+    /// trailing '/' the client added (`/connections/`). Path parameters are read from it.
+    pub operation_path: Arc<str>,
     /// The spec has no such operation; it is forwarded because unknown routes are.
     pub unspecified: bool,
 }
@@ -45,6 +48,7 @@ impl Routed {
             operation: operation.clone(),
             candidates: Arc::from([operation.clone()]),
             upstream_path: self.upstream_path.clone(),
+            operation_path: self.operation_path.clone(),
             unspecified: self.unspecified,
         }
     }
@@ -137,6 +141,7 @@ pub struct RouteTable {
     base_path: String,
     paths: Arc<Router<PathOperations>>,
     unknown: UnknownRoutes,
+    trailing_slash: TrailingSlash,
     unknown_credential: Option<Arc<[Scheme]>>,
 }
 
@@ -147,6 +152,7 @@ impl RouteTable {
             base_path: spec.base_path.clone(),
             paths: spec.paths.clone(),
             unknown: UnknownRoutes::Reject,
+            trailing_slash: TrailingSlash::Match,
             unknown_credential: spec.unknown_credential.clone(),
         }
     }
@@ -157,6 +163,12 @@ impl RouteTable {
         self
     }
 
+    /// Sets whether a path the client ended with one extra '/' is the operation without it.
+    pub fn with_trailing_slash(mut self, trailing_slash: TrailingSlash) -> Self {
+        self.trailing_slash = trailing_slash;
+        self
+    }
+
     /// The path the spec's server URL puts operations under (`/api/3`).
     pub fn base_path(&self) -> &str {
         &self.base_path
@@ -164,21 +176,20 @@ impl RouteTable {
 
     /// Matches a request to an operation: under the base path (`/api/3/connections`) or bare
     /// (`/connections`). Of the templates that match, the most specific one that has the
-    /// method wins (see [`crate::router`]).
+    /// method wins (see [`crate::router`]). With trailing slashes matched, a path that is
+    /// no operation as sent but is one without its last '/' (`/connections/`, as many client
+    /// libraries build URLs) is that operation, still forwarded as sent.
     pub fn route(&self, method: &Method, raw_path: &str) -> Result<Routed, Error> {
         check_path(raw_path)?;
         let path = self.strip_base(raw_path);
-        if let Some(candidates) = self
-            .paths
-            .find(path, |entry| entry.get(method).is_some())
-            .and_then(|entry| entry.get(method))
+        if let Some(routed) = self.operation(method, path, path) {
+            return Ok(routed);
+        }
+        if self.trailing_slash == TrailingSlash::Match
+            && let Some(trimmed) = path.strip_suffix('/').filter(|t| !t.is_empty())
+            && let Some(routed) = self.operation(method, trimmed, path)
         {
-            return Ok(Routed {
-                operation: candidates[0].clone(),
-                candidates: candidates.clone(),
-                upstream_path: Arc::from(path),
-                unspecified: false,
-            });
+            return Ok(routed);
         }
         if let Some(why) = self.hides_an_operation(method, path) {
             return Err(Error::BadTarget(why));
@@ -221,14 +232,36 @@ impl RouteTable {
                     example: None,
                     credential: self.unknown_credential.clone(),
                 });
+                let path: Arc<str> = Arc::from(path);
                 Ok(Routed {
                     candidates: Arc::from([operation.clone()]),
                     operation,
-                    upstream_path: Arc::from(path),
+                    upstream_path: path.clone(),
+                    operation_path: path,
                     unspecified: true,
                 })
             }
         }
+    }
+
+    /// The operation `matched` is for `method`, routed to `upstream_path`.
+    fn operation(&self, method: &Method, matched: &str, upstream_path: &str) -> Option<Routed> {
+        let candidates = self
+            .paths
+            .find(matched, |entry| entry.get(method).is_some())
+            .and_then(|entry| entry.get(method))?;
+        let upstream_path: Arc<str> = Arc::from(upstream_path);
+        Some(Routed {
+            operation: candidates[0].clone(),
+            candidates: candidates.clone(),
+            operation_path: if *upstream_path == *matched {
+                upstream_path.clone()
+            } else {
+                Arc::from(matched)
+            },
+            upstream_path,
+            unspecified: false,
+        })
     }
 
     /// Whether `path`, which is no operation of `method`, would be one once a server behind
@@ -471,7 +504,7 @@ mod tests {
             "/api\\3/connections",
             "/api/3//connections",
             "//connections",
-            "/connections/",
+            "/connections//",
             "/conn%00ections",
             "/conn\tections",
             "/conn%zzections",
@@ -657,23 +690,57 @@ mod tests {
     #[test]
     fn a_slash_added_or_dropped_never_reaches_an_operation_unchecked() {
         // Many servers treat `/x` and `/x/` alike: forwarded as an unknown path, either could
-        // reach the operation the other is, unchecked. Refused in both directions, whatever
-        // else the path matches.
+        // reach the operation the other is, unchecked. A slash added is that operation (checked
+        // as it) unless trailing slashes are rejected; a slash dropped is always refused.
         let paths = serde_json::json!({
             "/api/v1/namespaces/": ops("post"),
             "/api/v1/pods": ops("post"),
             "/{kind}/": ops("get"),
         });
-        for table in [
-            table_of(paths.clone()),
-            table_of(paths).with_unknown_routes(UnknownRoutes::Forward),
-        ] {
-            for path in ["/api/v1/namespaces", "/api/v1/pods/"] {
-                let e = table.route(&Method::POST, path).unwrap_err();
-                assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{path}: {e}");
+        for unknown in [UnknownRoutes::Reject, UnknownRoutes::Forward] {
+            let matching = table_of(paths.clone()).with_unknown_routes(unknown);
+            let routed = matching.route(&Method::POST, "/api/v1/pods/").unwrap();
+            assert_eq!(&*routed.operation.id, "POST /api/v1/pods");
+            assert!(!routed.unspecified);
+            assert_eq!(&*routed.upstream_path, "/api/v1/pods/");
+            assert_eq!(&*routed.operation_path, "/api/v1/pods");
+            let rejecting = table_of(paths.clone())
+                .with_unknown_routes(unknown)
+                .with_trailing_slash(TrailingSlash::Reject);
+            for table in [&matching, &rejecting] {
+                let e = table
+                    .route(&Method::POST, "/api/v1/namespaces")
+                    .unwrap_err();
+                assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{e}");
+                assert!(table.route(&Method::GET, "/pods/").is_ok());
+                // Only one slash, and never an empty segment.
+                for path in ["/api/v1/pods//", "/api/v1//pods/"] {
+                    let e = table.route(&Method::POST, path).unwrap_err();
+                    assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{path}: {e}");
+                }
             }
-            assert!(table.route(&Method::GET, "/pods/").is_ok());
+            let e = rejecting.route(&Method::POST, "/api/v1/pods/").unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{e}");
         }
+    }
+
+    #[test]
+    fn a_trailing_slash_reads_path_parameters_without_it() {
+        let t = table_of(serde_json::json!({
+            "/connections/{id}": {"get": {"operationId": "get", "parameters": [
+                {"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}}
+            ]}},
+        }));
+        let routed = t.route(&Method::GET, "/api/3/connections/7/").unwrap();
+        assert_eq!(&*routed.upstream_path, "/connections/7/");
+        assert_eq!(&*routed.operation_path, "/connections/7");
+        crate::params::check(
+            &routed.operation,
+            &routed.operation_path,
+            None,
+            &HeaderMap::new(),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -305,6 +305,57 @@ async fn unknown_paths_and_methods_are_refused_locally() {
 }
 
 #[tokio::test]
+async fn a_trailing_slash_is_the_operation_and_goes_upstream_as_sent() {
+    // activecampaign3 builds every URL as `/api/3/connections/`.
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let gw = Gateway::start(&env_for(&ca, &upstream));
+    let response = post(&gw, "/api/3/connections/", "application/json", VALID_CREATE).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let (status, refusal) =
+        problem(post(&gw, "/api/3/connections/", "application/json", "{}").await).await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validated as the create"
+    );
+    assert_eq!(refusal["type"], "urn:specgate:problem:schema-violation");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1, "the invalid one was not forwarded");
+    assert_eq!(seen[0].uri.path(), "/api/3/connections/");
+    assert_eq!(&seen[0].body[..], VALID_CREATE.as_bytes());
+    let records: Vec<_> = gw
+        .audit_lines()
+        .iter()
+        .map(|r| (r["outcome"].clone(), r["operation_id"].clone()))
+        .collect();
+    assert_eq!(
+        records,
+        [
+            (json!("attempted"), json!("create-connection")),
+            (json!("created"), json!("create-connection"))
+        ]
+    );
+
+    let mut env = env_for(&ca, &upstream);
+    env.push(("SPECGATE_ROUTES_TRAILING_SLASH".into(), "reject".into()));
+    let strict = Gateway::start(&env);
+    let (status, refusal) = problem(
+        post(
+            &strict,
+            "/api/3/connections/",
+            "application/json",
+            VALID_CREATE,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(refusal["type"], "urn:specgate:problem:bad-target");
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[tokio::test]
 async fn upstream_errors_pass_through_byte_for_byte() {
     let ca = TestCa::new();
     let duplicate = r#"{"errors":[{"title":"The integration already exists in the system.","detail":"","code":"duplicate","source":{"pointer":"/data/attributes/externalid"}}]}"#;

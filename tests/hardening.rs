@@ -403,7 +403,7 @@ async fn targets_and_methods_that_could_route_around_the_spec_are_400() {
         "/api%2F3/connections",
         "/api/3//connections",
         "//api/3/connections",
-        "/api/3/connections/",
+        "/api/3/connections//",
         "/api/3/conn%00ections",
         "/api/3/%c0%ae%c0%ae/connections",
         "/api/3/%ef%bc%8e%ef%bc%8e/connections",

@@ -198,7 +198,7 @@ pub fn check_request(
     bytes: &[u8],
     max_depth: usize,
 ) -> Result<Option<Value>, Error> {
-    crate::params::check(operation, &routed.upstream_path, query, headers)?;
+    crate::params::check(operation, &routed.operation_path, query, headers)?;
     let selected = match &operation.body {
         Some(body) => Some((body, select(body, headers)?)),
         None => None,
@@ -312,7 +312,7 @@ where
             let operation = &routed.operation;
             crate::params::check(
                 operation,
-                &routed.upstream_path,
+                &routed.operation_path,
                 req.uri().query(),
                 req.headers(),
             )?;
