@@ -66,6 +66,18 @@ pub enum Error {
         /// The media types the operation declares.
         declared: Vec<String>,
     },
+    /// The body's `Content-Encoding` is one specgate cannot decode, so cannot check.
+    #[error("Content-Encoding {got:?} is not supported")]
+    UnsupportedContentEncoding {
+        /// The coding the client named.
+        got: String,
+    },
+    /// The body is not what its `Content-Encoding` says (not gzip, truncated).
+    #[error("request body is not valid {coding} as its Content-Encoding says")]
+    MalformedContentEncoding {
+        /// The coding that failed to decode.
+        coding: &'static str,
+    },
     /// The body is not JSON.
     #[error("request body is not valid JSON: {0}")]
     MalformedJson(String),
@@ -302,11 +314,14 @@ impl Error {
             | Error::BodyRead(_)
             | Error::MalformedJson(_)
             | Error::MalformedMultipart(_)
+            | Error::MalformedContentEncoding { .. }
             | Error::DuplicateKey { .. }
             | Error::JsonTooDeep { .. } => StatusCode::BAD_REQUEST,
             Error::BodyNotAllowed => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::UnsupportedMediaType { .. } | Error::UnsupportedContentEncoding { .. } => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             Error::SchemaViolations { .. } | Error::ParameterViolations { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -360,6 +375,14 @@ impl Error {
             Error::UnsupportedMediaType { .. } => (
                 "urn:specgate:problem:unsupported-media-type",
                 "Unsupported media type",
+            ),
+            Error::UnsupportedContentEncoding { .. } => (
+                "urn:specgate:problem:unsupported-content-encoding",
+                "Unsupported content encoding",
+            ),
+            Error::MalformedContentEncoding { .. } => (
+                "urn:specgate:problem:malformed-content-encoding",
+                "Body does not decode",
             ),
             Error::MalformedJson(_) => ("urn:specgate:problem:malformed-json", "Malformed JSON"),
             Error::MalformedMultipart(_) => (
@@ -455,6 +478,11 @@ impl Error {
                     None => format!("{takes}; the request has no Content-Type"),
                 }
             }
+            Error::UnsupportedContentEncoding { got } => format!(
+                "the request's Content-Encoding {got:?} cannot be decoded to check the body; \
+                 send it as {} or uncompressed",
+                crate::encoding::SUPPORTED
+            ),
             Error::SchemaViolations { violations, .. }
             | Error::ParameterViolations { violations, .. } => match violations.as_slice() {
                 [one] => one.title.clone(),
@@ -513,6 +541,13 @@ impl Error {
             }
             Error::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            // RFC 9110 §15.5.16: a 415 for a content coding lists the ones accepted.
+            Error::UnsupportedContentEncoding { .. } => {
+                headers.insert(
+                    header::ACCEPT_ENCODING,
+                    HeaderValue::from_static(crate::encoding::SUPPORTED),
+                );
             }
             Error::Unauthenticated(_) => {
                 headers.insert(

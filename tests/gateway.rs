@@ -355,6 +355,84 @@ async fn a_trailing_slash_is_the_operation_and_goes_upstream_as_sent() {
     assert_eq!(upstream.requests().len(), 1);
 }
 
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+async fn post_encoded(gw: &Gateway, encoding: &str, body: Vec<u8>) -> reqwest::Response {
+    client()
+        .post(gw.url("/api/3/connections"))
+        .header("content-type", "application/json")
+        .header("content-encoding", encoding)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_checked_decoded_and_forwarded_as_sent() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let mut env = env_for(&ca, &upstream);
+    env.push(("SPECGATE_MAX_BODY_BYTES".into(), "65536".into()));
+    let gw = Gateway::start(&env);
+
+    let sent = gzip(VALID_CREATE.as_bytes());
+    let response = post_encoded(&gw, "gzip", sent.clone()).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].headers["content-encoding"], "gzip");
+    assert_eq!(
+        &seen[0].body[..],
+        &sent[..],
+        "forwarded compressed, as sent"
+    );
+
+    let mut body: Value = serde_json::from_str(VALID_CREATE).unwrap();
+    body["connection"].as_object_mut().unwrap().remove("name");
+    let (status, refusal) =
+        problem(post_encoded(&gw, "gzip", gzip(body.to_string().as_bytes())).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refusal["detail"].as_str().unwrap().contains("'name'"),
+        "{refusal}"
+    );
+
+    // 16 MiB of spaces in 16 KiB: refused at 64 KiB decoded, never inflated further.
+    let bomb = gzip(&vec![b' '; 16 << 20]);
+    assert!(bomb.len() < 65536);
+    let (status, refusal) = problem(post_encoded(&gw, "gzip", bomb).await).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{refusal}");
+
+    let response = post_encoded(&gw, "zstd", VALID_CREATE.into()).await;
+    assert_eq!(response.headers()["accept-encoding"], "gzip, deflate, br");
+    let (status, refusal) = problem(response).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        refusal["type"],
+        "urn:specgate:problem:unsupported-content-encoding"
+    );
+    assert!(
+        refusal["detail"]
+            .as_str()
+            .unwrap()
+            .contains("gzip, deflate, br"),
+        "{refusal}"
+    );
+    let (status, _) = problem(post_encoded(&gw, "gzip", VALID_CREATE.into()).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not gzip at all");
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "only the valid one went upstream"
+    );
+}
+
 #[tokio::test]
 async fn upstream_errors_pass_through_byte_for_byte() {
     let ca = TestCa::new();

@@ -48,12 +48,14 @@ impl OperationSlot {
 }
 
 /// The error kinds that are a refused request body, counted as validation failures.
-const VALIDATION_KINDS: [&str; 9] = [
+const VALIDATION_KINDS: [&str; 11] = [
     "schema-violation",
     "parameter-violation",
     "malformed-json",
     "malformed-multipart",
     "unsupported-media-type",
+    "unsupported-content-encoding",
+    "malformed-content-encoding",
     "body-not-allowed",
     "body-too-large",
     "duplicate-key",

@@ -336,9 +336,8 @@ where
                 _ => {}
             }
             let (mut parts, incoming) = req.into_parts();
-            let limit = parts.extensions.get::<MaxBody>().map_or(0, |m| m.0);
-            let bytes = read(incoming, limit).await?;
-            let parsed = check_selected(operation, selected, &bytes, max_depth)?;
+            let (bytes, decoded) = read_body(&parts, incoming).await?;
+            let parsed = check_selected(operation, selected, &decoded, max_depth)?;
             if let Some(value) = parsed {
                 parts.extensions.insert(ParsedBody(Arc::new(value)));
             }
@@ -362,12 +361,18 @@ where
     S: Service<Request<Body>, Response = Response<Body>, Error = Error>,
 {
     let (mut parts, incoming) = req.into_parts();
-    let limit = parts.extensions.get::<MaxBody>().map_or(0, |m| m.0);
-    let bytes = read(incoming, limit).await?;
+    let (bytes, decoded) = read_body(&parts, incoming).await?;
     let mut refusal = None;
     for operation in routed.candidates.iter() {
         let query = parts.uri.query();
-        match check_request(routed, operation, query, &parts.headers, &bytes, max_depth) {
+        match check_request(
+            routed,
+            operation,
+            query,
+            &parts.headers,
+            &decoded,
+            max_depth,
+        ) {
             Ok(parsed) => {
                 if let Some(slot) = parts.extensions.get::<OperationSlot>() {
                     slot.set(operation.clone());
@@ -389,6 +394,21 @@ where
         slot.set(routed.operation.clone());
     }
     Err(refusal.expect("a route has at least one operation"))
+}
+
+/// The body, read within the body limit: as sent (to forward) and with its `Content-Encoding`
+/// undone (to check), the decoded size within the same limit. An encoding that cannot be
+/// decoded is refused before the body is read.
+async fn read_body(parts: &http::request::Parts, body: Body) -> Result<(Bytes, Bytes), Error> {
+    let codings = crate::encoding::codings(&parts.headers)?;
+    // Without the limit layer (unit tests of this layer alone), nothing is too large.
+    let limit = parts.extensions.get::<MaxBody>().map_or(u64::MAX, |m| m.0);
+    let sent = read(body, limit).await?;
+    let decoded = match crate::encoding::decode(&codings, &sent, limit)? {
+        std::borrow::Cow::Borrowed(_) => sent.clone(),
+        std::borrow::Cow::Owned(decoded) => Bytes::from(decoded),
+    };
+    Ok((sent, decoded))
 }
 
 async fn read(body: Body, limit: u64) -> Result<Bytes, Error> {
