@@ -59,6 +59,12 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RemovedLabels {
+    operation: Arc<str>,
+    parameter: Arc<str>,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric, and the registry that renders them. Cheap to clone: each metric is shared.
@@ -68,6 +74,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     validation_failures: Family<ValidationLabels, Counter>,
     unvalidated: Family<ValidationLabels, Counter>,
+    query_credentials_removed: Family<RemovedLabels, Counter>,
     upstream_latency: HistogramFamily<OperationLabels>,
     upstream_errors: Family<KindLabels, Counter>,
     in_flight: Gauge,
@@ -221,6 +228,13 @@ impl Metrics {
              media type (XML, YAML, binary), by operation and reason",
             unvalidated.clone(),
         );
+        let query_credentials_removed = Family::<RemovedLabels, Counter>::default();
+        registry.register(
+            "query_credentials_removed",
+            "Credential-looking query parameters a client sent (api_key, access_token, a query \
+             scheme's name), removed before forwarding, by operation and parameter name",
+            query_credentials_removed.clone(),
+        );
         let upstream_latency: HistogramFamily<OperationLabels> =
             Family::new_with_constructor(latency_histogram);
         registry.register(
@@ -287,6 +301,7 @@ impl Metrics {
             requests,
             validation_failures,
             unvalidated,
+            query_credentials_removed,
             upstream_latency,
             upstream_errors,
             in_flight,
@@ -337,6 +352,16 @@ impl Metrics {
             .get_or_create(&ValidationLabels {
                 operation: operation.clone(),
                 reason,
+            })
+            .inc();
+    }
+
+    /// A client's credential-looking query parameter `parameter` was removed.
+    pub fn query_credential_removed(&self, operation: &Arc<str>, parameter: &str) {
+        self.query_credentials_removed
+            .get_or_create(&RemovedLabels {
+                operation: operation.clone(),
+                parameter: Arc::from(parameter),
             })
             .inc();
     }

@@ -125,6 +125,7 @@ impl Generation {
             token_url: config.oauth2_token_url.as_deref().map(Arc::from),
             tokens: tokens.clone(),
             oauth2,
+            metrics: Some(metrics.clone()),
         };
         let service = ProxyService::new(stack::build::<Body>(stack::Parts {
             routes: routes.clone(),

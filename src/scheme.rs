@@ -126,10 +126,29 @@ pub enum Place {
     Cookie(String),
 }
 
+/// Query parameter names that carry a credential whatever the document says: the API keys of
+/// older APIs (ActiveCampaign's v1 took `api_key`) and OAuth 2.0's bearer token in the query
+/// (RFC 6750 §2.3). An operation that declares one as its own parameter keeps it.
+pub const CREDENTIAL_QUERY_NAMES: [&str; 4] = ["api_key", "apikey", "access_token", "token"];
+
+/// What [`strip`] removed from a request.
+#[derive(Debug, Default)]
+pub struct Stripped {
+    /// The request's new URI, when its query changed.
+    pub uri: Option<Uri>,
+    /// The query parameters removed, by name (lower-cased, once each).
+    pub query: Vec<String>,
+}
+
 /// Removes every copy of a credential in each of `places` from a request: headers of that
-/// name, query parameters and cookies of that name in any case. Returns the new URI when the
-/// query changed.
-pub fn strip(places: &[Place], headers: &mut HeaderMap, uri: &Uri) -> Option<Uri> {
+/// name, query parameters and cookies of that name in any case; also the query parameters
+/// whose (decoded, lower-cased) name `also_query` picks.
+pub fn strip(
+    places: &[Place],
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    also_query: impl Fn(&str) -> bool,
+) -> Stripped {
     let mut query_names = Vec::new();
     let mut cookie_names = Vec::new();
     for place in places {
@@ -145,20 +164,29 @@ pub fn strip(places: &[Place], headers: &mut HeaderMap, uri: &Uri) -> Option<Uri
     if !cookie_names.is_empty() {
         set_cookies(headers, &cookie_names, None);
     }
-    let query = uri.query()?;
-    let named = |name: &str| query_names.iter().any(|n| n.eq_ignore_ascii_case(name));
-    let mut removed = false;
+    let Some(query) = uri.query() else {
+        return Stripped::default();
+    };
+    let mut removed: Vec<String> = Vec::new();
     let kept: Vec<&str> = query
         .split('&')
         .filter(|pair| {
             let name = pair.split('=').next().unwrap_or("");
-            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-            let drop = named(&name);
-            removed |= drop;
+            let name = percent_encoding::percent_decode_str(name)
+                .decode_utf8_lossy()
+                .to_lowercase();
+            let drop =
+                query_names.iter().any(|n| n.eq_ignore_ascii_case(&name)) || also_query(&name);
+            if drop && !removed.contains(&name) {
+                removed.push(name);
+            }
             !drop
         })
         .collect();
-    removed.then(|| with_query(uri, &kept.join("&")))
+    Stripped {
+        uri: (!removed.is_empty()).then(|| with_query(uri, &kept.join("&"))),
+        query: removed,
+    }
 }
 
 /// Puts `value` where `scheme` says on a request whose client copies [`strip`] has removed.
@@ -300,13 +328,27 @@ mod tests {
             Place::Query("api_key".into()),
             Place::Cookie("token".into()),
         ];
-        let uri = strip(&places, &mut headers, &uri).unwrap();
-        assert_eq!(uri, "/v1/things?page=2&q=a%20b");
+        let stripped = strip(&places, &mut headers, &uri, |_| false);
+        assert_eq!(stripped.uri.unwrap(), "/v1/things?page=2&q=a%20b");
+        assert_eq!(stripped.query, ["api_key"]);
         assert!(headers.get("x-api-key").is_none());
         assert_eq!(headers.get_all("cookie").iter().count(), 1);
         assert_eq!(headers["cookie"], "sid=1; theme=dark");
         let unchanged: Uri = "/v1/things?page=2".parse().unwrap();
-        assert!(strip(&places, &mut headers, &unchanged).is_none());
+        assert!(
+            strip(&places, &mut headers, &unchanged, |_| false)
+                .uri
+                .is_none()
+        );
+        // Names picked by the caller go too, decoded and in any case.
+        let uri: Uri = "/v1/things?Access%5FToken=t&page=2&apikey=k"
+            .parse()
+            .unwrap();
+        let stripped = strip(&places, &mut headers, &uri, |name| {
+            CREDENTIAL_QUERY_NAMES.contains(&name)
+        });
+        assert_eq!(stripped.uri.unwrap(), "/v1/things?page=2");
+        assert_eq!(stripped.query, ["access_token", "apikey"]);
     }
 
     #[test]

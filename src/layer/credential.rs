@@ -29,9 +29,11 @@ use tower_service::Service;
 use super::{BoxFuture, RefuseOr};
 use crate::body::Body;
 use crate::error::Error;
+use crate::metrics::{Metrics, UNMATCHED};
 use crate::oauth2::TokenCache;
 use crate::route::Routed;
-use crate::scheme::{Place, Scheme, choose, inject, strip};
+use crate::scheme::{CREDENTIAL_QUERY_NAMES, Place, Scheme, choose, inject, strip};
+use crate::spec::{Location, Operation};
 use crate::token::{Token, TokenStore};
 
 /// Where the secret comes from.
@@ -58,6 +60,8 @@ pub struct CredentialPlan {
     pub tokens: Credentials,
     /// Fetches and caches OAuth2 access tokens (absent in mock mode).
     pub oauth2: Option<Arc<TokenCache>>,
+    /// Counts credential-looking query parameters removed.
+    pub metrics: Option<Metrics>,
 }
 
 /// The scheme a request goes with, for an operation whose alternatives are `own` (`None` when
@@ -93,6 +97,18 @@ pub fn oauth2_target<'a>(
         })
         .unwrap_or(scopes);
     Some((token_url.unwrap_or(url), scopes))
+}
+
+/// Whether a query parameter named `name` (lower-cased) looks like a credential a client
+/// should not be sending: one of [`CREDENTIAL_QUERY_NAMES`] that `operation` does not declare
+/// as a query parameter of its own (an overlay can declare one to keep it).
+pub fn credential_looking(name: &str, operation: Option<&Operation>) -> bool {
+    CREDENTIAL_QUERY_NAMES.contains(&name)
+        && !operation.is_some_and(|op| {
+            op.parameters
+                .iter()
+                .any(|p| p.location == Location::Query && p.name.eq_ignore_ascii_case(name))
+        })
 }
 
 /// Adds [`Credential`].
@@ -143,13 +159,32 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
-        if let Some(uri) = strip(&self.plan.places, &mut parts.headers, &parts.uri) {
-            parts.uri = uri;
-        }
-        let own = parts
+        let operation = parts
             .extensions
             .get::<Routed>()
-            .and_then(|routed| routed.operation.credential.clone());
+            .map(|routed| routed.operation.clone());
+        let stripped = strip(&self.plan.places, &mut parts.headers, &parts.uri, |name| {
+            credential_looking(name, operation.as_deref())
+        });
+        if let Some(uri) = stripped.uri {
+            parts.uri = uri;
+        }
+        if !stripped.query.is_empty() {
+            let id = operation.as_ref().map_or(UNMATCHED, |op| &*op.id);
+            // The names only: a value could be a real key.
+            tracing::warn!(
+                operation = id,
+                parameters = ?stripped.query,
+                "removed credential-looking query parameters the client sent; the stored \
+                 credential is the only one forwarded"
+            );
+            if let (Some(metrics), Some(op)) = (&self.plan.metrics, &operation) {
+                for name in &stripped.query {
+                    metrics.query_credential_removed(&op.id, name);
+                }
+            }
+        }
+        let own = operation.and_then(|operation| operation.credential.clone());
         let configured = self.plan.configured.as_deref();
         let Some(own) = own.filter(|own| !own.is_empty() || configured.is_some()) else {
             // The operation takes no credential, or none specgate can fill.
@@ -331,7 +366,10 @@ mod tests {
                     "/cookie": get(json!([{"c": []}])),
                     "/public": get(json!([])),
                     "/either": get(json!([{"login": []}, {"token": []}])),
-                    "/digest": get(json!([{"dig": []}]))
+                    "/digest": get(json!([{"dig": []}])),
+                    "/declares-token": {"get": {"responses": ok, "parameters": [
+                        {"name": "token", "in": "query", "schema": {"type": "string"}}
+                    ]}}
                 }
             }),
         )
@@ -355,6 +393,7 @@ mod tests {
             token_url: None,
             tokens,
             oauth2: None,
+            metrics: None,
         }
     }
 
@@ -387,6 +426,47 @@ mod tests {
             .await
             .unwrap();
         seen.lock().unwrap().pop().unwrap()
+    }
+
+    #[tokio::test]
+    async fn credential_looking_query_parameters_go_unless_the_operation_declares_them() {
+        let metrics = Metrics::new();
+        let spec = spec();
+        let send = |target: &'static str| {
+            let spec = &spec;
+            let metrics = metrics.clone();
+            async move {
+                let (seen, inner) = recorder();
+                let mut plan = plan(spec, stored("stored"), None);
+                plan.metrics = Some(metrics);
+                let req = routed(spec, target, Request::get("/"));
+                CredentialLayer::new(plan)
+                    .layer(inner)
+                    .oneshot(req)
+                    .await
+                    .unwrap();
+                let seen = seen.lock().unwrap().pop().unwrap();
+                seen.uri().to_string()
+            }
+        };
+        assert_eq!(
+            send("/key?page=2&API_KEY=old&access_token=a&Token=t&apikey=k&tokens=1").await,
+            "/key?page=2&tokens=1"
+        );
+        assert_eq!(
+            send("/declares-token?token=t&api_key=old").await,
+            "/declares-token?token=t",
+            "a declared parameter is the operation's own"
+        );
+        let rendered = metrics.render();
+        for line in [
+            r#"specgate_query_credentials_removed_total{operation="GET /key",parameter="api_key"} 1"#,
+            r#"specgate_query_credentials_removed_total{operation="GET /key",parameter="token"} 1"#,
+            r#"specgate_query_credentials_removed_total{operation="GET /declares-token",parameter="api_key"} 1"#,
+        ] {
+            assert!(rendered.contains(line), "{line}\n{rendered}");
+        }
+        assert!(!rendered.contains("old"), "never a value");
     }
 
     #[test]
