@@ -60,6 +60,7 @@ settings! {
     AUDIT_KEEP_FILES = "audit.keep_files", "SPECGATE_AUDIT_KEEP_FILES";
     SHUTDOWN_GRACE_MS = "shutdown_grace_ms", "SPECGATE_SHUTDOWN_GRACE_MS";
     UPSTREAM_MODE = "upstream.mode", "SPECGATE_UPSTREAM_MODE";
+    MOCK_DYNAMIC = "upstream.mock_dynamic", "SPECGATE_MOCK_DYNAMIC";
     AUDIT_POSTGRES_URL = "audit.postgres_url", "SPECGATE_AUDIT_POSTGRES_URL";
     AUDIT_NODE = "audit.node", "SPECGATE_AUDIT_NODE";
     AUDIT_SHIP_BATCH = "audit.ship_batch", "SPECGATE_AUDIT_SHIP_BATCH";
@@ -130,6 +131,8 @@ pub struct Config {
     pub token: Option<TokenSource>,
     /// Whether requests are forwarded or answered from the spec's examples.
     pub mode: UpstreamMode,
+    /// In mock mode, answer every request dynamically (as `Prefer: dynamic=true` asks).
+    pub mock_dynamic: bool,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// The upstream.
@@ -994,6 +997,7 @@ impl Config {
             allow_unauthenticated,
             tls,
             unknown_routes: s.unknown_routes()?,
+            mock_dynamic: s.bool(MOCK_DYNAMIC)?,
             trailing_slash: s.choice(
                 ROUTES_TRAILING_SLASH,
                 &[

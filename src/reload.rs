@@ -100,7 +100,12 @@ impl Generation {
         );
         let configured = configured_credential(&config, &spec)?;
         let (backend, oauth2) = match config.mode {
-            UpstreamMode::Mock => (Either::Right(Mock), None),
+            UpstreamMode::Mock => (
+                Either::Right(Mock {
+                    dynamic: config.mock_dynamic,
+                }),
+                None,
+            ),
             UpstreamMode::Proxy => {
                 let client = upstream::client(&config.upstream)?;
                 // Token endpoints are reached like the upstream: same pool, same trust roots.

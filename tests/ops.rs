@@ -474,6 +474,65 @@ async fn mock_mode_answers_from_the_spec_with_no_upstream_or_token() {
     );
 }
 
+#[tokio::test]
+async fn dynamic_mock_answers_follow_the_request_and_the_audit_records_their_ids() {
+    let gw = Gateway::start_with(&["serve", "--mock"], None, &[]);
+    let mut ids = Vec::new();
+    for name in ["First, Inc.", "Second, Inc."] {
+        let mut body: Value = serde_json::from_str(VALID_CREATE).unwrap();
+        body["connection"]["name"] = name.into();
+        let response = client()
+            .post(gw.url("/api/3/connections"))
+            .header("content-type", "application/json")
+            .header("prefer", "dynamic=true")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["preference-applied"], "dynamic=true");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["connection"]["name"], name, "{answer}");
+        assert_eq!(
+            answer["connection"]["externalid"],
+            body["connection"]["externalid"]
+        );
+        ids.push(answer["connection"]["id"].as_str().unwrap().to_owned());
+    }
+    assert_ne!(ids[0], ids[1], "two creates, two resources");
+    assert!(!ids.contains(&"1".to_owned()));
+    // Without the preference: the example, as before.
+    let plain: Value = create(&gw, "plain").await.json().await.unwrap();
+    assert_eq!(plain["connection"]["id"], "1");
+
+    let created: Vec<String> = gw
+        .audit_lines()
+        .iter()
+        .filter(|r| r["outcome"] == "created")
+        .map(|r| r["resource_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(created, [ids[0].as_str(), ids[1].as_str(), "1"]);
+
+    // The setting makes every answer dynamic; `Prefer: dynamic=false` opts a request out.
+    let gw = Gateway::start_with(
+        &["serve", "--mock"],
+        None,
+        &[("SPECGATE_MOCK_DYNAMIC".into(), "true".into())],
+    );
+    let dynamic: Value = create(&gw, "d").await.json().await.unwrap();
+    assert_ne!(dynamic["connection"]["id"], "1");
+    let opted_out = client()
+        .post(gw.url("/api/3/connections"))
+        .header("content-type", "application/json")
+        .header("prefer", "dynamic=false")
+        .body(VALID_CREATE)
+        .send()
+        .await
+        .unwrap();
+    let opted_out: Value = opted_out.json().await.unwrap();
+    assert_eq!(opted_out["connection"]["id"], "1");
+}
+
 #[test]
 fn text_logs_carry_no_colour_codes_off_a_terminal() {
     use std::io::{BufRead, BufReader};
