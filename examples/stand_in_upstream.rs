@@ -1,11 +1,12 @@
-//! A local HTTPS stand-in for the ActiveCampaign API, for `tests/schemathesis.sh`.
+//! A local HTTPS stand-in for the ActiveCampaign API, for `tests/schemathesis.sh` and
+//! `tests/clients.sh`.
 //!
 //! `cargo run --example stand_in_upstream -- DIR` makes a CA and a `localhost` certificate with
 //! rcgen, writes the CA to `DIR/ca.pem`, listens on 127.0.0.1 (port 0) and prints
 //! `{"port": N}` once it is accepting. A create is answered as the API answers it: the
-//! connection sent, with an id and dates. A request without the token in `STAND_IN_TOKEN` (in
-//! `Api-Token`), or with a body that is not a JSON object, is answered 500, so a gateway that
-//! forwards one fails the run's `not_a_server_error` check.
+//! connection sent, with an id and dates. A request without exactly one `Api-Token`, the token
+//! in `STAND_IN_TOKEN`, or with a body that is not a JSON object, is answered 500, so a gateway
+//! that forwards one fails the run's `not_a_server_error` check (and tests/clients.sh).
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -48,8 +49,13 @@ fn tls(dir: &std::path::Path) -> Arc<rustls::ServerConfig> {
 }
 
 fn answer(token: &str, ids: &AtomicU64, req: &Request<()>, body: &[u8]) -> (StatusCode, Value) {
-    let sent = req.headers().get("api-token").map(|v| v.as_bytes());
-    if sent != Some(token.as_bytes()) {
+    let sent: Vec<&[u8]> = req
+        .headers()
+        .get_all("api-token")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if sent != [token.as_bytes()] {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({"stand_in": "the request did not carry the stored token"}),
