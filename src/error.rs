@@ -480,7 +480,7 @@ impl Error {
             }
             Error::UnsupportedContentEncoding { got } => format!(
                 "the request's Content-Encoding {got:?} cannot be decoded to check the body; \
-                 send it as {} or uncompressed",
+                 send it with one of {} or uncompressed",
                 crate::encoding::SUPPORTED
             ),
             Error::SchemaViolations { violations, .. }

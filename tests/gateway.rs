@@ -381,17 +381,29 @@ async fn compressed_bodies_are_checked_decoded_and_forwarded_as_sent() {
     env.push(("SPECGATE_MAX_BODY_BYTES".into(), "65536".into()));
     let gw = Gateway::start(&env);
 
-    let sent = gzip(VALID_CREATE.as_bytes());
-    let response = post_encoded(&gw, "gzip", sent.clone()).await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let seen = upstream.requests();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].headers["content-encoding"], "gzip");
-    assert_eq!(
-        &seen[0].body[..],
-        &sent[..],
-        "forwarded compressed, as sent"
-    );
+    let body = VALID_CREATE.as_bytes();
+    let deflated = {
+        use std::io::Write;
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(body).unwrap();
+        e.finish().unwrap()
+    };
+    let brotli = {
+        use std::io::Write;
+        let mut out = Vec::new();
+        brotli::CompressorWriter::new(&mut out, 4096, 5, 22)
+            .write_all(body)
+            .unwrap();
+        out
+    };
+    for (encoding, sent) in [("gzip", gzip(body)), ("deflate", deflated), ("br", brotli)] {
+        let response = post_encoded(&gw, encoding, sent.clone()).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{encoding}");
+        let seen = upstream.requests();
+        let last = seen.last().unwrap();
+        assert_eq!(last.headers["content-encoding"], encoding);
+        assert_eq!(&last.body[..], &sent[..], "{encoding}: forwarded as sent");
+    }
 
     let mut body: Value = serde_json::from_str(VALID_CREATE).unwrap();
     body["connection"].as_object_mut().unwrap().remove("name");
@@ -428,8 +440,8 @@ async fn compressed_bodies_are_checked_decoded_and_forwarded_as_sent() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "not gzip at all");
     assert_eq!(
         upstream.requests().len(),
-        1,
-        "only the valid one went upstream"
+        3,
+        "only the valid ones went upstream"
     );
 }
 

@@ -400,14 +400,18 @@ where
 /// undone (to check), the decoded size within the same limit. An encoding that cannot be
 /// decoded is refused before the body is read.
 async fn read_body(parts: &http::request::Parts, body: Body) -> Result<(Bytes, Bytes), Error> {
-    let codings = crate::encoding::codings(&parts.headers)?;
+    let coding = crate::encoding::coding(&parts.headers)?;
     // Without the limit layer (unit tests of this layer alone), nothing is too large.
     let limit = parts.extensions.get::<MaxBody>().map_or(u64::MAX, |m| m.0);
     let sent = read(body, limit).await?;
-    let decoded = match crate::encoding::decode(&codings, &sent, limit)? {
-        std::borrow::Cow::Borrowed(_) => sent.clone(),
-        std::borrow::Cow::Owned(decoded) => Bytes::from(decoded),
-    };
+    if coding.is_none() || sent.is_empty() {
+        return Ok((sent.clone(), sent));
+    }
+    let _permit = crate::encoding::DECODING
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    let decoded = Bytes::from(crate::encoding::decode(coding, &sent, limit)?.into_owned());
     Ok((sent, decoded))
 }
 
