@@ -185,16 +185,22 @@ impl RouteTable {
         if let Some(routed) = self.operation(method, path, path) {
             return Ok(routed);
         }
-        if self.trailing_slash == TrailingSlash::Match
+        let mut matches = self.paths.matches(path);
+        // Only a path the document has no template for (for any method) is read without its
+        // trailing '/': where the document writes `/x/` itself, that is another resource.
+        if matches.is_empty()
+            && self.trailing_slash == TrailingSlash::Match
             && let Some(trimmed) = path.strip_suffix('/').filter(|t| !t.is_empty())
-            && let Some(routed) = self.operation(method, trimmed, path)
         {
-            return Ok(routed);
+            if let Some(routed) = self.operation(method, trimmed, path) {
+                return Ok(routed);
+            }
+            // `GET /connections/` where only POST is: 405 with `Allow`, as without the '/'.
+            matches = self.paths.matches(trimmed);
         }
         if let Some(why) = self.hides_an_operation(method, path) {
             return Err(Error::BadTarget(why));
         }
-        let matches = self.paths.matches(path);
         let refused = match matches.as_slice() {
             [] => Error::RouteNotFound,
             [only] => Error::MethodNotAllowed {
@@ -721,7 +727,28 @@ mod tests {
             }
             let e = rejecting.route(&Method::POST, "/api/v1/pods/").unwrap_err();
             assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{e}");
+            // Another method on the trimmed path: 405 naming what it allows (or, with unknown
+            // routes forwarded, forwarded as `GET /api/v1/pods` itself would be).
+            match (unknown, matching.route(&Method::GET, "/api/v1/pods/")) {
+                (UnknownRoutes::Reject, Err(e)) => {
+                    assert_eq!(e.status(), StatusCode::METHOD_NOT_ALLOWED, "{e}")
+                }
+                (UnknownRoutes::Forward, Ok(routed)) => assert!(routed.unspecified),
+                (_, other) => panic!("{other:?}"),
+            }
         }
+    }
+
+    #[test]
+    fn a_path_the_document_writes_with_a_slash_is_never_read_without_it() {
+        // `/x/` is its own resource here: GET on it is refused, never `GET /x`.
+        let t = table_of(serde_json::json!({"/x": ops("get"), "/x/": ops("post")}));
+        let e = t.route(&Method::GET, "/x/").unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{e}");
+        assert_eq!(
+            &*t.route(&Method::POST, "/x/").unwrap().operation.id,
+            "POST /x/"
+        );
     }
 
     #[test]
