@@ -65,17 +65,22 @@ pub fn prefers_dynamic(headers: &HeaderMap) -> Option<bool> {
 
 /// The example `example` answered dynamically to a request whose checked body is `request`:
 /// each field the example has and the request sends takes the request's value (objects
-/// merged field by field), and the resource's id (`<resource_key>.id`, else a top-level `id`)
-/// is a fresh one of the same kind. `None` when the example is not a JSON object.
+/// merged field by field), and, for a create, the resource's id (`<resource_key>.id`, else a
+/// top-level `id`) is a fresh one of the same kind. `None` when the example is not a JSON
+/// object.
 pub fn dynamic_body(
     example: &[u8],
     request: Option<&Value>,
     resource_key: Option<&str>,
+    create: bool,
 ) -> Option<Value> {
     let mut body: Value = serde_json::from_slice(example).ok()?;
     let object = body.as_object_mut()?;
     if let Some(Value::Object(request)) = request {
         merge(object, request);
+    }
+    if !create {
+        return Some(body);
     }
     let resource = match resource_key.and_then(|key| object.get_mut(key)) {
         Some(Value::Object(resource)) if resource.contains_key("id") => resource,
@@ -173,7 +178,8 @@ impl Service<Request<Body>> for Mock {
             .body
             .as_ref()
             .and_then(|b| b.resource_key.as_deref());
-        let Some(body) = dynamic_body(&example.body, request, resource_key) else {
+        let create = routed.operation.creates;
+        let Some(body) = dynamic_body(&example.body, request, resource_key, create) else {
             return ready(Ok(respond(example)));
         };
         let body = serde_json::to_vec(&body).expect("a JSON value serialises");
@@ -217,8 +223,8 @@ mod tests {
         let example = br#"{"connection":{"service":"fooCommerce","name":"Example","id":"1","links":{"a":"b"}},"meta":{"n":1}}"#;
         let request =
             serde_json::json!({"connection": {"service": "shop", "name": "Mine", "extra": true}});
-        let first = dynamic_body(example, Some(&request), Some("connection")).unwrap();
-        let second = dynamic_body(example, Some(&request), Some("connection")).unwrap();
+        let first = dynamic_body(example, Some(&request), Some("connection"), true).unwrap();
+        let second = dynamic_body(example, Some(&request), Some("connection"), true).unwrap();
         assert_eq!(first["connection"]["service"], "shop");
         assert_eq!(first["connection"]["name"], "Mine");
         assert_eq!(
@@ -248,13 +254,22 @@ mod tests {
             ),
         ] {
             let example = serde_json::to_vec(&serde_json::json!({"id": id, "amount": 1})).unwrap();
-            let body =
-                dynamic_body(&example, Some(&serde_json::json!({"amount": 2000})), None).unwrap();
+            let body = dynamic_body(
+                &example,
+                Some(&serde_json::json!({"amount": 2000})),
+                None,
+                true,
+            )
+            .unwrap();
             assert!(check(&body["id"]), "{id} -> {}", body["id"]);
             assert_ne!(body["id"], id);
             assert_eq!(body["amount"], 2000);
         }
-        assert!(dynamic_body(b"[1]", None, None).is_none());
+        assert!(dynamic_body(b"[1]", None, None, true).is_none());
+        // Not a create (an update, a read): the request's fields, the example's id.
+        let update = dynamic_body(example, Some(&request), Some("connection"), false).unwrap();
+        assert_eq!(update["connection"]["id"], "1");
+        assert_eq!(update["connection"]["name"], "Mine");
     }
 
     #[test]
