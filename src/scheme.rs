@@ -142,7 +142,7 @@ pub struct Stripped {
 
 /// Removes every copy of a credential in each of `places` from a request: headers of that
 /// name, query parameters and cookies of that name in any case; also the query parameters
-/// whose (decoded, lower-cased) name `also_query` picks.
+/// whose (percent-decoded) name `also_query` picks.
 pub fn strip(
     places: &[Place],
     headers: &mut HeaderMap,
@@ -172,11 +172,10 @@ pub fn strip(
         .split('&')
         .filter(|pair| {
             let name = pair.split('=').next().unwrap_or("");
-            let name = percent_encoding::percent_decode_str(name)
-                .decode_utf8_lossy()
-                .to_lowercase();
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
             let drop =
                 query_names.iter().any(|n| n.eq_ignore_ascii_case(&name)) || also_query(&name);
+            let name = name.to_lowercase();
             if drop && !removed.contains(&name) {
                 removed.push(name);
             }
@@ -345,7 +344,7 @@ mod tests {
             .parse()
             .unwrap();
         let stripped = strip(&places, &mut headers, &uri, |name| {
-            CREDENTIAL_QUERY_NAMES.contains(&name)
+            CREDENTIAL_QUERY_NAMES.contains(&name.to_lowercase().as_str())
         });
         assert_eq!(stripped.uri.unwrap(), "/v1/things?page=2");
         assert_eq!(stripped.query, ["access_token", "apikey"]);

@@ -17,6 +17,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use http::header::AUTHORIZATION;
@@ -99,17 +100,39 @@ pub fn oauth2_target<'a>(
     Some((token_url.unwrap_or(url), scopes))
 }
 
-/// Whether a query parameter named `name` (lower-cased) looks like a credential a client
-/// should not be sending: one of [`CREDENTIAL_QUERY_NAMES`] that `operation` does not declare
-/// as a query parameter of its own (an overlay can declare one to keep it).
+/// Whether a query parameter named `name` looks like a credential a client should not be
+/// sending: one of [`CREDENTIAL_QUERY_NAMES`] in any case, also as PHP reads names
+/// (ActiveCampaign's v1 API did: `api.key`, `api key` and `api_key[]` are `api_key`), unless
+/// `operation` declares a query parameter of exactly that name as its own (an overlay can
+/// declare one to keep it). Validation reads declared names by exact case, so only the exact
+/// name is exempt.
 pub fn credential_looking(name: &str, operation: Option<&Operation>) -> bool {
-    CREDENTIAL_QUERY_NAMES.contains(&name)
+    let php = name.trim_end_matches("[]").replace(['.', ' '], "_");
+    CREDENTIAL_QUERY_NAMES
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(&php))
         && !operation.is_some_and(|op| {
             op.parameters
                 .iter()
-                .any(|p| p.location == Location::Query && p.name.eq_ignore_ascii_case(name))
+                .any(|p| p.location == Location::Query && p.name == name)
         })
 }
+
+/// The name a removed query parameter is reported by: the [`CREDENTIAL_QUERY_NAMES`] entry it
+/// is read as, else its own (lower-cased) name, a scheme's. Never the client's spelling, which
+/// would make the metric's labels as many as the names clients can invent.
+fn reported(name: &str) -> &str {
+    let php = name.trim_end_matches("[]").replace(['.', ' '], "_");
+    CREDENTIAL_QUERY_NAMES
+        .iter()
+        .find(|n| n.eq_ignore_ascii_case(&php))
+        .copied()
+        .unwrap_or(name)
+}
+
+/// When a removed query credential was last logged (Unix seconds): a client that sends one on
+/// every request gets one warning a second, and the metric counts every one.
+static LAST_QUERY_WARNING: AtomicU64 = AtomicU64::new(0);
 
 /// Adds [`Credential`].
 #[derive(Clone, Debug)]
@@ -170,16 +193,24 @@ where
             parts.uri = uri;
         }
         if !stripped.query.is_empty() {
+            let mut names: Vec<&str> = stripped.query.iter().map(|n| reported(n)).collect();
+            names.sort_unstable();
+            names.dedup();
             let id = operation.as_ref().map_or(UNMATCHED, |op| &*op.id);
-            // The names only: a value could be a real key.
-            tracing::warn!(
-                operation = id,
-                parameters = ?stripped.query,
-                "removed credential-looking query parameters the client sent; the stored \
-                 credential is the only one forwarded"
-            );
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if LAST_QUERY_WARNING.swap(now, Ordering::Relaxed) != now {
+                // The names only: a value could be a real key.
+                tracing::warn!(
+                    operation = id,
+                    parameters = ?names,
+                    "removed credential-looking query parameters the client sent; the stored \
+                     credential is the only one forwarded"
+                );
+            }
             if let (Some(metrics), Some(op)) = (&self.plan.metrics, &operation) {
-                for name in &stripped.query {
+                for name in &names {
                     metrics.query_credential_removed(&op.id, name);
                 }
             }
@@ -454,19 +485,29 @@ mod tests {
             "/key?page=2&tokens=1"
         );
         assert_eq!(
-            send("/declares-token?token=t&api_key=old").await,
+            send("/declares-token?token=t&api_key=old&TOKEN=k").await,
             "/declares-token?token=t",
-            "a declared parameter is the operation's own"
+            "a declared parameter is the operation's own, by its exact name"
+        );
+        assert_eq!(
+            send("/key?api.key=1&api%20key=2&api_key%5B%5D=3&page=1").await,
+            "/key?page=1",
+            "as PHP reads names"
         );
         let rendered = metrics.render();
         for line in [
-            r#"specgate_query_credentials_removed_total{operation="GET /key",parameter="api_key"} 1"#,
+            r#"specgate_query_credentials_removed_total{operation="GET /key",parameter="api_key"} 2"#,
             r#"specgate_query_credentials_removed_total{operation="GET /key",parameter="token"} 1"#,
             r#"specgate_query_credentials_removed_total{operation="GET /declares-token",parameter="api_key"} 1"#,
+            r#"specgate_query_credentials_removed_total{operation="GET /declares-token",parameter="token"} 1"#,
         ] {
             assert!(rendered.contains(line), "{line}\n{rendered}");
         }
         assert!(!rendered.contains("old"), "never a value");
+        assert!(
+            !rendered.contains("api.key") && !rendered.contains("api_key[]"),
+            "labels are the canonical names, not the client's spellings: {rendered}"
+        );
     }
 
     #[test]
