@@ -5,8 +5,9 @@
 //! rcgen, writes the CA to `DIR/ca.pem`, listens on 127.0.0.1 (port 0) and prints
 //! `{"port": N}` once it is accepting. A create is answered as the API answers it: the
 //! connection sent, with an id and dates. A request without exactly one `Api-Token`, the token
-//! in `STAND_IN_TOKEN`, or with a body that is not a JSON object, is answered 500, so a gateway
-//! that forwards one fails the run's `not_a_server_error` check (and tests/clients.sh).
+//! in `STAND_IN_TOKEN`, with a credential-looking query parameter, or with a body that is not a
+//! JSON object, is answered 500, so a gateway that forwards one fails the run's
+//! `not_a_server_error` check (and tests/clients.sh).
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -59,6 +60,20 @@ fn answer(token: &str, ids: &AtomicU64, req: &Request<()>, body: &[u8]) -> (Stat
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({"stand_in": "the request did not carry the stored token"}),
+        );
+    }
+    let query = req.uri().query().unwrap_or_default().to_ascii_lowercase();
+    if ["api_key", "apikey", "access_token", "token"]
+        .iter()
+        .any(|name| {
+            query
+                .split('&')
+                .any(|pair| pair.split('=').next() == Some(name))
+        })
+    {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"stand_in": "a client's credential reached the query"}),
         );
     }
     let Ok(Value::Object(mut doc)) = serde_json::from_slice::<Value>(body) else {

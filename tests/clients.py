@@ -92,6 +92,15 @@ async def mcp_activecampaign(created):
                 (error.status, error.message, error.errors),
             )
 
+        # The old API's key in the query: removed, or the stand-in answers 500.
+        done = await client.post(f"/connections?api_key={APP_KEY}", json=connection(6))
+        check(
+            done["connection"]["externalid"] == "store-6",
+            "mcp-activecampaign: an api_key in the query is dropped, not forwarded",
+            done,
+        )
+        created.append(done["connection"]["id"])
+
         # As activecampaign3 writes every URL.
         done = await client.post("/connections/", json=connection(5))
         check(
@@ -112,7 +121,7 @@ def main():
         records = [json.loads(line) for line in log]
     audited = [r["resource_id"] for r in records if r["outcome"] == "created"]
     check(
-        audited == created and len(set(created)) == 3,
+        audited == created and len(set(created)) == 4,
         "the audit log holds each create the libraries saw succeed, with its upstream id",
         (audited, created),
     )
@@ -121,8 +130,14 @@ def main():
         "every record is the create operation; the refused creates were never attempted",
         [(r["outcome"], r["operation_id"]) for r in records],
     )
+    paths = [r["path"] for r in records if r["outcome"] == "created"]
     check(
-        len(records) == 6,
+        paths[-1] == "/api/3/connections/" and paths[0] == "/api/3/connections",
+        "the trailing-slash create was the operation, recorded as the path the library sent",
+        paths,
+    )
+    check(
+        len(records) == 8,
         "an attempted and a created record per forwarded create, none for the refusals",
         [r["outcome"] for r in records],
     )

@@ -13,8 +13,9 @@ stamp="$venv/.installed-$(sha256sum tests/clients-requirements.txt | cut -c1-16)
 if [ ! -e "$stamp" ]; then
     rm -rf "$venv"
     python3 -m venv "$venv"
+    # Wheels only, each checked against its pinned hash: no package's own build code runs.
     "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps \
-        -r tests/clients-requirements.txt
+        --require-hashes --only-binary=:all: -r tests/clients-requirements.txt
     touch "$stamp"
 fi
 # shellcheck source=support/gateway.sh

@@ -10,6 +10,7 @@ work=$(mktemp -d)
 cleanup() {
     [ -n "${GW_PID:-}" ] && kill "$GW_PID" 2>/dev/null || true
     [ -n "${UP_PID:-}" ] && kill "$UP_PID" 2>/dev/null || true
+    wait 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -42,7 +43,8 @@ start_gateway() {
     )
     GW_PID=$!
     listen=
-    while read -r -t 60 line <&3; do
+    local deadline=$((SECONDS + 60))
+    while [ "$SECONDS" -lt "$deadline" ] && read -r -t 60 line <&3; do
         echo "$line" >> "$work/gateway.log"
         case "$line" in
             *'"specgate ready"'*)
@@ -53,10 +55,15 @@ start_gateway() {
     [ -n "$listen" ] || { echo "the gateway did not start:" >&2; cat "$work/gateway.log" >&2; exit 1; }
     # Keep draining the gateway's log, for the token search at the end.
     cat <&3 >> "$work/gateway.log" &
+    DRAIN_PID=$!
 }
 
-# Fails (returns 1) when the stored token appears in the gateway's logs or audit log.
+# Stops the gateway and waits until its last log line is written; then says (returns 0)
+# whether the stored token appears in its logs or audit log.
 token_leaked() {
+    kill "$GW_PID" 2>/dev/null || true
+    wait "$GW_PID" 2>/dev/null || true
+    wait "$DRAIN_PID" 2>/dev/null || true
     if grep -q "$token" "$work/gateway.log" "$work/audit.jsonl" 2>/dev/null; then
         echo "$1: the token appeared in the gateway's logs or audit log" >&2
         return 0
