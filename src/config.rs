@@ -15,7 +15,7 @@ use http::Uri;
 use crate::audit::ship::{PgUrl, ShipConfig, default_node};
 use crate::audit::{AuditOptions, MacKey, OnError, SyncMode};
 use crate::scheme::Scheme;
-use crate::spec::{ReadOnly, SpecSource};
+use crate::spec::{Enforce, ReadOnly, SpecSource};
 
 /// One setting: its key in the config file and its environment variable.
 #[derive(Clone, Copy, Debug)]
@@ -81,6 +81,7 @@ settings! {
     MAX_HEADERS = "limits.max_headers", "SPECGATE_MAX_HEADERS";
     MAX_JSON_DEPTH = "limits.max_json_depth", "SPECGATE_MAX_JSON_DEPTH";
     READ_ONLY = "validation.read_only", "SPECGATE_READ_ONLY";
+    ENFORCE = "enforce", "SPECGATE_ENFORCE";
 }
 
 /// The config-file key of the client list (`[[clients]]`). It has no environment variable:
@@ -153,6 +154,9 @@ pub struct Config {
     pub unknown_routes: UnknownRoutes,
     /// Whether `/connections/` is the operation at `/connections`.
     pub trailing_slash: TrailingSlash,
+    /// What happens to a request validation would refuse, for operations whose
+    /// `x-specgate-enforce` does not say.
+    pub enforce: Enforce,
     /// Limits on connections, request heads, time and concurrency.
     pub limits: Limits,
 }
@@ -998,6 +1002,15 @@ impl Config {
             tls,
             unknown_routes: s.unknown_routes()?,
             mock_dynamic: s.bool(MOCK_DYNAMIC)?,
+            enforce: s.choice(
+                ENFORCE,
+                &[
+                    ("enforce", Enforce::Enforce),
+                    ("report", Enforce::Report),
+                    ("off", Enforce::Off),
+                ],
+                Enforce::Enforce,
+            )?,
             trailing_slash: s.choice(
                 ROUTES_TRAILING_SLASH,
                 &[

@@ -60,6 +60,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    operation: Arc<str>,
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RemovedLabels {
     operation: Arc<str>,
     parameter: Arc<str>,
@@ -75,6 +81,7 @@ pub struct Metrics {
     validation_failures: Family<ValidationLabels, Counter>,
     unvalidated: Family<ValidationLabels, Counter>,
     query_credentials_removed: Family<RemovedLabels, Counter>,
+    request_violations: Family<ModeLabels, Counter>,
     upstream_latency: HistogramFamily<OperationLabels>,
     upstream_errors: Family<KindLabels, Counter>,
     in_flight: Gauge,
@@ -235,6 +242,13 @@ impl Metrics {
              scheme's name), removed before forwarding, by operation and parameter name",
             query_credentials_removed.clone(),
         );
+        let request_violations = Family::<ModeLabels, Counter>::default();
+        registry.register(
+            "request_violations",
+            "Requests validation would refuse that were forwarded anyway, by operation and \
+             enforcement mode (report)",
+            request_violations.clone(),
+        );
         let upstream_latency: HistogramFamily<OperationLabels> =
             Family::new_with_constructor(latency_histogram);
         registry.register(
@@ -302,6 +316,7 @@ impl Metrics {
             validation_failures,
             unvalidated,
             query_credentials_removed,
+            request_violations,
             upstream_latency,
             upstream_errors,
             in_flight,
@@ -362,6 +377,16 @@ impl Metrics {
             .get_or_create(&RemovedLabels {
                 operation: operation.clone(),
                 parameter: Arc::from(parameter),
+            })
+            .inc();
+    }
+
+    /// A request validation would refuse was forwarded, in `mode`.
+    pub fn request_violation(&self, operation: &Arc<str>, mode: &'static str) {
+        self.request_violations
+            .get_or_create(&ModeLabels {
+                operation: operation.clone(),
+                mode,
             })
             .inc();
     }

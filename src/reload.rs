@@ -146,6 +146,7 @@ impl Generation {
                 max_headers: config.limits.max_headers,
             },
             max_json_depth: config.limits.max_json_depth,
+            enforce: config.enforce,
             upstream: backend,
             metrics,
         }));

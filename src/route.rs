@@ -235,6 +235,7 @@ impl RouteTable {
                     body: None,
                     // A POST may create something upstream: it is audited like any create.
                     creates: method == Method::POST,
+                    enforce: None,
                     example: None,
                     credential: self.unknown_credential.clone(),
                 });

@@ -38,6 +38,7 @@ use crate::metrics::Metrics;
 use crate::mock::Mock;
 use crate::route::RouteTable;
 use crate::scheme::Place;
+use crate::spec::Enforce;
 use crate::upstream::Upstream;
 
 /// The innermost service: the upstream, or the mock that answers from the spec's examples.
@@ -64,6 +65,8 @@ pub struct Parts {
     pub head_limits: HeadLimits,
     /// Deepest JSON nesting accepted.
     pub max_json_depth: usize,
+    /// What happens to a request validation would refuse, where its operation does not say.
+    pub enforce: Enforce,
     /// The innermost service.
     pub upstream: Backend,
     /// Where requests are counted.
@@ -111,8 +114,10 @@ where
         // Needs the operation; before the body is read, so a forbidden call reads nothing.
         .layer(AuthorizeLayer)
         // A bad body stops here, before the token is anywhere near the request.
+        // (In report mode it goes on anyway, its refusal logged, counted and audited.)
         .layer(ValidateLayer::new(
             parts.max_json_depth,
+            parts.enforce,
             parts.metrics.clone(),
         ))
         // The stored token replaces whatever the client sent.

@@ -34,7 +34,7 @@ use crate::body::Body;
 use crate::error::{Error, Source, Violation};
 use crate::metrics::Metrics;
 use crate::route::Routed;
-use crate::spec::{Media, Operation, RequestBody, is_json, media_essence};
+use crate::spec::{Enforce, Media, Operation, RequestBody, is_json, media_essence};
 
 /// The parsed, valid body (a form's or multipart's fields as JSON), in the request's
 /// extensions (for the audit record).
@@ -143,6 +143,29 @@ pub fn check_media(
     bytes: &[u8],
     max_depth: usize,
 ) -> Result<Option<Value>, Error> {
+    read_media(operation, media, reading, required, bytes, max_depth, true)
+}
+
+/// [`check_media`], against the schema only when `schema` is set; without it a JSON body is
+/// still read (a key given twice and nesting past `max_depth` are refused in every mode) and
+/// other bodies are not read at all.
+fn read_media(
+    operation: &Operation,
+    media: &Media,
+    reading: &Reading,
+    required: bool,
+    bytes: &[u8],
+    max_depth: usize,
+    schema: bool,
+) -> Result<Option<Value>, Error> {
+    if !schema {
+        return match reading {
+            Reading::Json if !bytes.iter().all(u8::is_ascii_whitespace) => {
+                crate::json::parse(bytes, max_depth).map(Some)
+            }
+            _ => Ok(None),
+        };
+    }
     let empty = match reading {
         Reading::Json => bytes.iter().all(u8::is_ascii_whitespace),
         _ => bytes.is_empty(),
@@ -203,17 +226,32 @@ pub fn check_request(
         Some(body) => Some((body, select(body, headers)?)),
         None => None,
     };
-    check_selected(operation, selected, bytes, max_depth)
+    check_selected(operation, selected, bytes, max_depth, true)
 }
 
 /// Checks a body already read, given what its `Content-Type` selected (`None` for an
-/// operation that declares no body).
+/// operation that declares no body); against the schema only when `schema` is set.
 fn check_selected(
     operation: &Operation,
     selected: Option<(&RequestBody, Selected<'_>)>,
     bytes: &[u8],
     max_depth: usize,
+    schema: bool,
 ) -> Result<Option<Value>, Error> {
+    if !schema {
+        return match selected {
+            Some((body, Selected::Media(media, reading))) => read_media(
+                operation,
+                media,
+                &reading,
+                body.required,
+                bytes,
+                max_depth,
+                false,
+            ),
+            _ => Ok(None),
+        };
+    }
     match selected {
         None if bytes.is_empty() => Ok(None),
         None => Err(Error::BodyNotAllowed),
@@ -231,19 +269,71 @@ fn check_selected(
     }
 }
 
+/// The refusal a request forwarded in report mode would have got: its kind and where, never
+/// a value. In the request's extensions, for the audit record's `violations`.
+#[derive(Clone, Debug)]
+pub struct Reported {
+    /// The kind of refusal (`schema-violation`, `unsupported-media-type`, ...).
+    pub kind: &'static str,
+    /// Where each violation is: a body pointer or a parameter; empty for a refusal of the
+    /// whole body (its media type, its coding).
+    pub at: Vec<Source>,
+}
+
+impl Reported {
+    /// As the audit record's `violations` holds it: `{"kind": …, "at": [{"pointer": …}]}`.
+    pub fn audit_value(&self) -> Value {
+        serde_json::json!({"kind": self.kind, "at": self.at})
+    }
+
+    fn of(error: &Error) -> Reported {
+        let at = match error {
+            Error::SchemaViolations { violations, .. }
+            | Error::ParameterViolations { violations, .. } => {
+                violations.iter().map(|v| v.source.clone()).collect()
+            }
+            _ => Vec::new(),
+        };
+        Reported {
+            kind: error.kind(),
+            at,
+        }
+    }
+}
+
+/// Whether `error` is one the `report` and `off` modes forward anyway: what the document says
+/// about the request, not what keeps the gateway safe (limits, a JSON key given twice,
+/// nesting too deep, a body that could not be read).
+pub fn relaxable(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::SchemaViolations { .. }
+            | Error::ParameterViolations { .. }
+            | Error::UnsupportedMediaType { .. }
+            | Error::UnsupportedContentEncoding { .. }
+            | Error::MalformedContentEncoding { .. }
+            | Error::MalformedJson(_)
+            | Error::MalformedMultipart(_)
+            | Error::BodyNotAllowed
+    )
+}
+
 /// Adds [`Validate`].
 #[derive(Clone, Debug)]
 pub struct ValidateLayer {
     max_depth: usize,
+    mode: Enforce,
     metrics: Option<Metrics>,
 }
 
 impl ValidateLayer {
-    /// Validates requests, refusing JSON nested deeper than `max_depth`; bodies forwarded
-    /// unread are counted in `metrics`.
-    pub fn new(max_depth: usize, metrics: Metrics) -> Self {
+    /// Validates requests, refusing JSON nested deeper than `max_depth`, in `mode` where an
+    /// operation's `x-specgate-enforce` does not say; bodies forwarded unread and requests
+    /// forwarded in report mode are counted in `metrics`.
+    pub fn new(max_depth: usize, mode: Enforce, metrics: Metrics) -> Self {
         ValidateLayer {
             max_depth,
+            mode,
             metrics: Some(metrics),
         }
     }
@@ -253,6 +343,7 @@ impl Default for ValidateLayer {
     fn default() -> Self {
         ValidateLayer {
             max_depth: crate::json::DEFAULT_MAX_DEPTH,
+            mode: Enforce::Enforce,
             metrics: None,
         }
     }
@@ -265,6 +356,7 @@ impl<S> Layer<S> for ValidateLayer {
         Validate {
             inner,
             max_depth: self.max_depth,
+            mode: self.mode,
             metrics: self.metrics.clone(),
         }
     }
@@ -275,6 +367,7 @@ impl<S> Layer<S> for ValidateLayer {
 pub struct Validate<S> {
     inner: S,
     max_depth: usize,
+    mode: Enforce,
     metrics: Option<Metrics>,
 }
 
@@ -296,6 +389,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let max_depth = self.max_depth;
+        let default_mode = self.mode;
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let routed = req
@@ -303,76 +397,125 @@ where
                 .get::<Routed>()
                 .expect("the route layer runs before validation")
                 .clone();
-            if routed.candidates.len() > 1 {
-                return choose(inner, req, &routed, max_depth).await;
-            }
             if routed.unspecified {
                 return inner.call(req).await;
             }
-            let operation = &routed.operation;
-            crate::params::check(
-                operation,
-                &routed.operation_path,
-                req.uri().query(),
-                req.headers(),
-            )?;
-            let selected = match &operation.body {
-                Some(body) => Some((body, select(body, req.headers())?)),
-                None => None,
+            let mode = routed.operation.enforce.unwrap_or(default_mode);
+            let (mut req, verdict) = if routed.candidates.len() > 1 {
+                choose(req, &routed, max_depth, mode).await
+            } else {
+                checked(req, &routed, max_depth, mode, metrics.as_ref()).await
             };
-            match &selected {
-                Some((_, Selected::Media(_, Reading::Unread))) => {
-                    // Declared, but not a type specgate reads: forwarded as it streams.
-                    if let Some(metrics) = &metrics {
-                        metrics.unvalidated(&operation.id, "unreadable_media_type");
+            match verdict {
+                Ok(()) => {}
+                Err(refusal) if mode == Enforce::Enforce || !relaxable(&refusal) => {
+                    return Err(refusal);
+                }
+                Err(refusal) => {
+                    if mode == Enforce::Report {
+                        let operation = req
+                            .extensions()
+                            .get::<Routed>()
+                            .map_or(routed.operation.clone(), |r| r.operation.clone());
+                        let reported = Reported::of(&refusal);
+                        tracing::warn!(
+                            operation = &*operation.id,
+                            kind = reported.kind,
+                            at = ?reported.at,
+                            "report mode: forwarded a request enforce mode would refuse"
+                        );
+                        if let Some(metrics) = &metrics {
+                            metrics.request_violation(&operation.id, mode.name());
+                        }
+                        req.extensions_mut().insert(reported);
                     }
-                    return inner.call(req).await;
                 }
-                None if http_body::Body::is_end_stream(req.body()) => {
-                    return inner.call(req).await;
-                }
-                // A body the operation does not declare is read (behind the limit) to see
-                // that it is empty, and refused if not, rather than sent on unchecked.
-                _ => {}
             }
-            let (mut parts, incoming) = req.into_parts();
-            let (bytes, decoded) = read_body(&parts, incoming).await?;
-            let parsed = check_selected(operation, selected, &decoded, max_depth)?;
-            if let Some(value) = parsed {
-                parts.extensions.insert(ParsedBody(Arc::new(value)));
-            }
-            inner
-                .call(Request::from_parts(parts, Body::full(bytes)))
-                .await
+            inner.call(req).await
         })
     }
 }
 
-/// Several operations share the request's path and method: the body is read once and the
-/// first operation the request is valid for is the request's, recorded in its [`Routed`] (so
-/// the audit names it). Valid for none, the first one's refusal is the answer.
-async fn choose<S>(
-    mut inner: S,
+/// A request checked against its one operation in `mode`: what to forward (a body that was
+/// read, as the bytes sent) and the refusal validation gives it, if any. `off` checks no
+/// parameter and no schema, but still reads a JSON body for what every mode refuses.
+async fn checked(
     req: Request<Body>,
     routed: &Routed,
     max_depth: usize,
-) -> Result<Response<Body>, Error>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Error>,
-{
-    let (mut parts, incoming) = req.into_parts();
-    let (bytes, decoded) = read_body(&parts, incoming).await?;
+    mode: Enforce,
+    metrics: Option<&Metrics>,
+) -> (Request<Body>, Result<(), Error>) {
+    let operation = &routed.operation;
+    let schema = mode != Enforce::Off;
+    if schema
+        && let Err(refusal) = crate::params::check(
+            operation,
+            &routed.operation_path,
+            req.uri().query(),
+            req.headers(),
+        )
+    {
+        return (req, Err(refusal));
+    }
+    let selected = match &operation.body {
+        Some(body) => match select(body, req.headers()) {
+            Ok(selected) => Some((body, selected)),
+            Err(_) if !schema => return (req, Ok(())),
+            Err(refusal) => return (req, Err(refusal)),
+        },
+        None => None,
+    };
+    match &selected {
+        Some((_, Selected::Media(_, Reading::Unread))) => {
+            // Declared, but not a type specgate reads: forwarded as it streams.
+            if let Some(metrics) = metrics {
+                metrics.unvalidated(&operation.id, "unreadable_media_type");
+            }
+            return (req, Ok(()));
+        }
+        None if http_body::Body::is_end_stream(req.body()) => return (req, Ok(())),
+        // A body the operation does not declare is read (behind the limit) to see that it is
+        // empty, and refused if not, rather than sent on unchecked.
+        _ => {}
+    }
+    let (mut parts, bytes, decoded) = match read_body(req).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
+    };
+    let verdict = check_selected(operation, selected, &decoded, max_depth, schema).map(|parsed| {
+        if let Some(value) = parsed {
+            parts.extensions.insert(ParsedBody(Arc::new(value)));
+        }
+    });
+    (Request::from_parts(parts, Body::full(bytes)), verdict)
+}
+
+/// Several operations share the request's path and method: the body is read once and the
+/// first operation the request is valid for is the request's, recorded in its [`Routed`] (so
+/// the audit names it). Valid for none, the first one's refusal is the verdict.
+async fn choose(
+    req: Request<Body>,
+    routed: &Routed,
+    max_depth: usize,
+    mode: Enforce,
+) -> (Request<Body>, Result<(), Error>) {
+    let (mut parts, bytes, decoded) = match read_body(req).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
+    };
     let mut refusal = None;
     for operation in routed.candidates.iter() {
         let query = parts.uri.query();
-        match check_request(
+        let checked = check_request(
             routed,
             operation,
             query,
             &parts.headers,
             &decoded,
             max_depth,
-        ) {
+        );
+        match checked {
             Ok(parsed) => {
                 if let Some(slot) = parts.extensions.get::<OperationSlot>() {
                     slot.set(operation.clone());
@@ -381,9 +524,7 @@ where
                 if let Some(value) = parsed {
                     parts.extensions.insert(ParsedBody(Arc::new(value)));
                 }
-                return inner
-                    .call(Request::from_parts(parts, Body::full(bytes)))
-                    .await;
+                return (Request::from_parts(parts, Body::full(bytes)), Ok(()));
             }
             Err(error) => {
                 refusal.get_or_insert(error);
@@ -393,26 +534,47 @@ where
     if let Some(slot) = parts.extensions.get::<OperationSlot>() {
         slot.set(routed.operation.clone());
     }
-    Err(refusal.expect("a route has at least one operation"))
+    // Forwarded anyway (report, off), it goes as the first candidate.
+    if mode != Enforce::Enforce {
+        parts.extensions.insert(routed.chosen(&routed.operation));
+    }
+    let refusal = refusal.expect("a route has at least one operation");
+    (Request::from_parts(parts, Body::full(bytes)), Err(refusal))
 }
 
-/// The body, read within the body limit: as sent (to forward) and with its `Content-Encoding`
-/// undone (to check), the decoded size within the same limit. An encoding that cannot be
-/// decoded is refused before the body is read.
-async fn read_body(parts: &http::request::Parts, body: Body) -> Result<(Bytes, Bytes), Error> {
-    let coding = crate::encoding::coding(&parts.headers)?;
+/// The request's body, read within the body limit: its head, the body as sent (to forward)
+/// and with its `Content-Encoding` undone (to check), the decoded size within the same limit.
+/// Refused, the request as far as it can still be forwarded: a coding specgate cannot decode
+/// is refused before the body is read, one that does not decode after.
+#[allow(clippy::result_large_err)]
+async fn read_body(
+    req: Request<Body>,
+) -> Result<(http::request::Parts, Bytes, Bytes), (Request<Body>, Result<(), Error>)> {
+    let coding = match crate::encoding::coding(req.headers()) {
+        Ok(coding) => coding,
+        Err(refusal) => return Err((req, Err(refusal))),
+    };
+    let (parts, body) = req.into_parts();
     // Without the limit layer (unit tests of this layer alone), nothing is too large.
     let limit = parts.extensions.get::<MaxBody>().map_or(u64::MAX, |m| m.0);
-    let sent = read(body, limit).await?;
+    let sent = match read(body, limit).await {
+        Ok(sent) => sent,
+        Err(refusal) => return Err((Request::from_parts(parts, Body::empty()), Err(refusal))),
+    };
     if coding.is_none() || sent.is_empty() {
-        return Ok((sent.clone(), sent));
+        return Ok((parts, sent.clone(), sent));
     }
     let _permit = crate::encoding::DECODING
         .acquire()
         .await
         .expect("the semaphore is never closed");
-    let decoded = Bytes::from(crate::encoding::decode(coding, &sent, limit)?.into_owned());
-    Ok((sent, decoded))
+    match crate::encoding::decode(coding, &sent, limit) {
+        Ok(decoded) => {
+            let decoded = Bytes::from(decoded.into_owned());
+            Ok((parts, sent, decoded))
+        }
+        Err(refusal) => Err((Request::from_parts(parts, Body::full(sent)), Err(refusal))),
+    }
 }
 
 async fn read(body: Body, limit: u64) -> Result<Bytes, Error> {
@@ -515,6 +677,101 @@ mod tests {
             );
             assert_eq!(forwarded, 0, "{content_type:?} {body:?} was forwarded");
         }
+    }
+
+    /// The bad bodies of the test above, and whether the report and off modes forward each:
+    /// all but the key given twice and the nesting too deep.
+    const BAD: [(Option<&str>, &str, bool); 8] = [
+        (Some("text/plain"), VALID, true),
+        (None, VALID, true),
+        (Some("application/json"), "{\"connection\":", true),
+        (Some("application/json"), "{}", true),
+        (Some("application/json"), "", true),
+        (Some("application/json"), "[1,2]", true),
+        (
+            Some("application/json"),
+            r#"{"connection":{"service":"a","service":"b"}}"#,
+            false,
+        ),
+        (
+            Some("application/json"),
+            r#"{"connection":{"name":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}"#,
+            false,
+        ),
+    ];
+
+    async fn send_in(
+        mode: Enforce,
+        content_type: Option<&str>,
+        body: &'static str,
+    ) -> (Result<Response<Body>, Error>, Vec<Request<Bytes>>) {
+        let spec = Spec::load(&SpecSource::default()).unwrap();
+        let route = RouteLayer::new(Arc::new(RouteTable::new(&spec)));
+        let (seen, inner) = recorder();
+        let layer = ValidateLayer {
+            mode,
+            ..ValidateLayer::default()
+        };
+        let mut req = Request::post("/api/3/connections");
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let result = route
+            .layer(layer.layer(inner))
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await;
+        let forwarded = std::mem::take(&mut *seen.lock().unwrap());
+        (result, forwarded)
+    }
+
+    #[tokio::test]
+    async fn report_and_off_forward_what_enforce_refuses_except_what_keeps_the_gateway_safe() {
+        for (content_type, body, relaxed) in BAD {
+            let (enforced, forwarded) = send_in(Enforce::Enforce, content_type, body).await;
+            assert!(enforced.is_err() && forwarded.is_empty(), "{body:?}");
+            for mode in [Enforce::Report, Enforce::Off] {
+                let (result, forwarded) = send_in(mode, content_type, body).await;
+                assert_eq!(forwarded.len(), usize::from(relaxed), "{mode:?} {body:?}");
+                if !relaxed {
+                    assert_eq!(
+                        status(&result),
+                        status(&enforced),
+                        "{mode:?} {body:?}: the same refusal"
+                    );
+                    continue;
+                }
+                let sent = &forwarded[0];
+                assert_eq!(&sent.body()[..], body.as_bytes(), "forwarded as sent");
+                let reported = sent.extensions().get::<Reported>();
+                match mode {
+                    Enforce::Report => {
+                        let Err(refusal) = &enforced else {
+                            unreachable!()
+                        };
+                        assert_eq!(reported.unwrap().kind, refusal.kind(), "{body:?}");
+                    }
+                    _ => assert!(reported.is_none(), "off reports nothing"),
+                }
+            }
+        }
+        // A valid body is forwarded alike, with nothing reported.
+        let (_, forwarded) = send_in(Enforce::Report, Some("application/json"), VALID).await;
+        assert!(forwarded[0].extensions().get::<Reported>().is_none());
+        assert!(forwarded[0].extensions().get::<ParsedBody>().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_reported_violation_names_where_never_what() {
+        let (_, forwarded) = send_in(
+            Enforce::Report,
+            Some("application/json"),
+            r#"{"connection":{"service":"s3cr3t-looking","externalid":1}}"#,
+        )
+        .await;
+        let reported = forwarded[0].extensions().get::<Reported>().unwrap();
+        let value = reported.audit_value().to_string();
+        assert!(value.contains("/connection/externalid"), "{value}");
+        assert!(!value.contains("s3cr3t"), "{value}");
     }
 
     #[tokio::test]

@@ -37,8 +37,8 @@ use crate::scheme::{Place, Scheme};
 pub use dialect::Dialect;
 pub use example::{Example, response_example};
 pub use operation::{
-    AUDIT_EXTENSION, Encoding, Fields, Location, Media, Operation, Parameter, RequestBody, Style,
-    Variant,
+    AUDIT_EXTENSION, ENFORCE_EXTENSION, Encoding, Enforce, Fields, Location, Media, Operation,
+    Parameter, RequestBody, Style, Variant,
 };
 pub use schema::{MAX_VIOLATIONS, RequestSchema, Subject};
 pub use schemas::ReadOnly;

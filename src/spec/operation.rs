@@ -20,6 +20,43 @@ use crate::scheme::Scheme;
 /// The operation extension that says whether an operation's 2xx is audited as a create.
 pub const AUDIT_EXTENSION: &str = "x-specgate-audit";
 
+/// The operation extension that sets how strictly its requests are checked (see [`Enforce`]).
+pub const ENFORCE_EXTENSION: &str = "x-specgate-enforce";
+
+/// What happens to a request that validation would refuse: a body or parameter that breaks
+/// the schema, a media type or coding the operation does not take. Never relaxed whatever the
+/// mode: client authentication, path abuse, limits, a JSON key given twice, nesting too deep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enforce {
+    /// Refused (the default).
+    Enforce,
+    /// Forwarded anyway; the refusal it would have got is logged, counted and audited.
+    Report,
+    /// Not checked at all (still routed, authenticated, injected and audited).
+    Off,
+}
+
+impl Enforce {
+    /// The mode named `text` (`enforce`, `report`, `off`).
+    pub fn parse(text: &str) -> Option<Enforce> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "enforce" => Some(Enforce::Enforce),
+            "report" => Some(Enforce::Report),
+            "off" => Some(Enforce::Off),
+            _ => None,
+        }
+    }
+
+    /// Its name, for logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Enforce::Enforce => "enforce",
+            Enforce::Report => "report",
+            Enforce::Off => "off",
+        }
+    }
+}
+
 /// One operation of the spec.
 #[derive(Debug)]
 pub struct Operation {
@@ -40,6 +77,9 @@ pub struct Operation {
     pub parameters: Vec<Parameter>,
     /// The request body, if the operation declares one.
     pub body: Option<RequestBody>,
+    /// How strictly its requests are checked, when its `x-specgate-enforce` says; else the
+    /// `enforce` setting decides.
+    pub enforce: Option<Enforce>,
     /// Whether a 2xx means a resource was created: those are audited. By default a POST with a
     /// request body; the operation's `x-specgate-audit: true|false` (set in an overlay) says
     /// otherwise, for a POST that only searches, or a PUT that creates.
@@ -327,9 +367,20 @@ impl Operation {
                 ));
             }
         };
+        let enforce = match op.get(ENFORCE_EXTENSION) {
+            None => None,
+            Some(value) => Some(value.as_str().and_then(Enforce::parse).ok_or_else(|| {
+                SpecError::new(
+                    file,
+                    pointer_push(op_at, ENFORCE_EXTENSION),
+                    format!("{ENFORCE_EXTENSION} must be \"enforce\", \"report\" or \"off\""),
+                )
+            })?),
+        };
         Ok(Operation {
             id: id.into(),
             creates,
+            enforce,
             method,
             template: template.to_owned(),
             path,

@@ -223,6 +223,19 @@ fn x_specgate_audit_overrides_which_operations_are_audited() {
 }
 
 #[test]
+fn x_specgate_enforce_sets_an_operations_mode_and_a_bad_one_refuses_the_document() {
+    let mut doc = doc30();
+    doc["paths"]["/things/{id}"]["put"]["x-specgate-enforce"] = json!("report");
+    doc["paths"]["/things/{id}"]["get"]["x-specgate-enforce"] = json!("OFF");
+    let spec = Spec::compile("t.json", doc.clone()).unwrap();
+    assert_eq!(spec.operations[1].enforce, Some(Enforce::Report));
+    assert_eq!(spec.operations[0].enforce, Some(Enforce::Off));
+    doc["paths"]["/things/{id}"]["put"]["x-specgate-enforce"] = json!("lenient");
+    let e = Spec::compile("t.json", doc).unwrap_err();
+    assert_eq!(e.pointer, "/paths/~1things~1{id}/put/x-specgate-enforce");
+}
+
+#[test]
 fn swagger_2_documents_load_and_their_bodies_are_validated_where_they_are() {
     let doc = json!({
         "swagger": "2.0",
