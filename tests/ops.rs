@@ -533,6 +533,170 @@ async fn dynamic_mock_answers_follow_the_request_and_the_audit_records_their_ids
     assert_eq!(opted_out["connection"]["id"], "1");
 }
 
+async fn post_to(gw: &Gateway, path: &str, content_type: &str, body: &str) -> StatusCode {
+    client()
+        .post(gw.url(path))
+        .header("content-type", content_type)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn report_mode_forwards_exactly_what_enforce_mode_refuses_and_records_why() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let enforcing = Gateway::start(&env_for(&ca, &upstream));
+    let mut env = env_for(&ca, &upstream);
+    env.push(("SPECGATE_ENFORCE".into(), "report".into()));
+    let reporting = Gateway::start(&env);
+
+    let mut missing: Value = serde_json::from_str(VALID_CREATE).unwrap();
+    missing["connection"]
+        .as_object_mut()
+        .unwrap()
+        .remove("name");
+    let missing = missing.to_string();
+    let deep = format!("{{\"connection\":{}1{}}}", "[".repeat(80), "]".repeat(80));
+    // (path, content type, body, what enforce mode answers, whether report mode forwards)
+    let cases = [
+        (
+            "/api/3/connections",
+            "application/json",
+            VALID_CREATE,
+            201,
+            true,
+        ),
+        (
+            "/api/3/connections",
+            "application/json",
+            &missing[..],
+            422,
+            true,
+        ),
+        ("/api/3/connections", "text/plain", VALID_CREATE, 415, true),
+        (
+            "/api/3/connections",
+            "application/json",
+            "{\"connection\":",
+            400,
+            true,
+        ),
+        // Never relaxed: a key given twice, nesting too deep, a path that could route around
+        // the spec.
+        (
+            "/api/3/connections",
+            "application/json",
+            r#"{"connection":{"name":"a","name":"b"}}"#,
+            400,
+            false,
+        ),
+        (
+            "/api/3/connections",
+            "application/json",
+            &deep[..],
+            400,
+            false,
+        ),
+        (
+            "/api/3//connections",
+            "application/json",
+            VALID_CREATE,
+            400,
+            false,
+        ),
+    ];
+    for (path, content_type, body, enforced, relaxed) in cases {
+        let before = upstream.requests().len();
+        let status = post_to(&enforcing, path, content_type, body).await;
+        assert_eq!(status.as_u16(), enforced, "{content_type} {body}");
+        let after_enforcing = upstream.requests().len();
+        assert_eq!(after_enforcing - before, usize::from(enforced == 201));
+        let status = post_to(&reporting, path, content_type, body).await;
+        let forwarded = upstream.requests().len() - after_enforcing;
+        assert_eq!(forwarded, usize::from(relaxed), "{content_type} {body}");
+        if relaxed {
+            assert_eq!(status, StatusCode::CREATED, "the upstream's answer");
+            assert_eq!(
+                &upstream.requests().last().unwrap().body[..],
+                body.as_bytes()
+            );
+        } else {
+            assert_eq!(status.as_u16(), enforced, "the same refusal");
+        }
+    }
+
+    // Each forwarded violation is counted, logged by kind and place, and in its audit records.
+    let (_, m) = metrics(&reporting).await;
+    assert_eq!(
+        m[r#"specgate_request_violations_total{operation="create-connection",mode="report"}"#],
+        3.0
+    );
+    reporting.wait_for_log(
+        "report mode: forwarded a request enforce mode would refuse",
+        3,
+    );
+    let violations: Vec<Value> = reporting
+        .audit_lines()
+        .iter()
+        .filter(|r| r["outcome"] == "created")
+        .map(|r| r["violations"].clone())
+        .collect();
+    assert_eq!(
+        violations,
+        [
+            Value::Null,
+            json!({"kind": "schema-violation", "at": [{"pointer": "/connection/name"}]}),
+            json!({"kind": "unsupported-media-type", "at": []}),
+            json!({"kind": "malformed-json", "at": []}),
+        ]
+    );
+    assert!(
+        !reporting.logs().contains("Toystore"),
+        "never a value in the log"
+    );
+}
+
+#[tokio::test]
+async fn an_overlay_sets_one_operations_mode() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let overlay = ca.dir.path().join("report.overlay.yaml");
+    std::fs::write(
+        &overlay,
+        "overlay: 1.0.0\ninfo: {title: t, version: 1.0.0}\nactions:\n  \
+         - target: \"$.paths['/connections'].post\"\n    update:\n      x-specgate-enforce: off\n",
+    )
+    .unwrap();
+    let tightening = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/activecampaign-v3.overlay.yaml"
+    );
+    let mut env = env_for(&ca, &upstream);
+    env.push((
+        "SPECGATE_OVERLAYS".into(),
+        format!("{tightening},{}", overlay.display()),
+    ));
+    let gw = Gateway::start(&env);
+    let status = post_to(&gw, "/api/3/connections", "application/json", "{}").await;
+    assert_eq!(status, StatusCode::CREATED, "off: not checked");
+    assert_eq!(upstream.requests().len(), 1);
+    let (_, m) = metrics(&gw).await;
+    assert!(
+        !m.keys()
+            .any(|k| k.starts_with("specgate_request_violations_total")),
+        "off reports nothing"
+    );
+    let created = gw.audit_lines();
+    assert_eq!(
+        created.last().unwrap()["outcome"],
+        "created",
+        "still audited"
+    );
+}
+
 #[test]
 fn text_logs_carry_no_colour_codes_off_a_terminal() {
     use std::io::{BufRead, BufReader};

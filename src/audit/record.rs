@@ -72,6 +72,8 @@ pub struct Entry {
     pub latency_ms: Option<f64>,
     /// Why a create failed, or what recovery did.
     pub detail: Option<String>,
+    /// The refusal a create forwarded in report mode would have got: `{"kind", "at"}`.
+    pub violations: Option<Arc<Value>>,
 }
 
 impl Entry {
@@ -91,6 +93,7 @@ impl Entry {
             resource: None,
             latency_ms: None,
             detail: None,
+            violations: None,
         }
     }
 }
@@ -135,6 +138,9 @@ struct Unsealed<'a> {
     resource: Option<&'a ResourceFields>,
     latency_ms: Option<f64>,
     detail: Option<&'a str>,
+    // Absent unless set, so the records written before it existed read the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    violations: Option<&'a Value>,
     prev: &'a str,
 }
 
@@ -170,6 +176,9 @@ pub struct Record {
     pub latency_ms: Option<f64>,
     /// Failure or recovery detail.
     pub detail: Option<String>,
+    /// What a create forwarded in report mode would have been refused for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violations: Option<Value>,
     /// The previous record's hash.
     pub prev: String,
     /// This record's hash.
@@ -261,6 +270,7 @@ pub fn seal(entry: &Entry, seq: u64, prev: &Hash, key: Option<&MacKey>, out: &mu
         resource: entry.resource.as_ref(),
         latency_ms: entry.latency_ms.map(|ms| (ms * 1000.0).round() / 1000.0),
         detail: entry.detail.as_deref(),
+        violations: entry.violations.as_deref(),
         prev: &prev_hex,
     };
     serde_json::to_writer(&mut *out, &unsealed).expect("records of strings and numbers serialise");

@@ -13,6 +13,7 @@
 //! outcome in the log.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -26,7 +27,7 @@ use tower_service::Service;
 use super::BoxFuture;
 use super::auth::ClientName;
 use super::request_id::RequestId;
-use super::validate::ParsedBody;
+use super::validate::{ParsedBody, Reported};
 use crate::audit::{Auditor, Entry, OnError, Outcome, ResourceFields, resource_id};
 use crate::body::{Body, BoxError};
 use crate::error::{Chain, Error};
@@ -46,6 +47,7 @@ pub struct CreateRequest {
     client: Option<String>,
     resource_key: Option<String>,
     resource: Option<ResourceFields>,
+    violations: Option<Arc<serde_json::Value>>,
 }
 
 impl CreateRequest {
@@ -73,6 +75,10 @@ impl CreateRequest {
                 .get::<ParsedBody>()
                 .map(|b| ResourceFields::new(&b.0, resource_key.as_deref())),
             resource_key,
+            violations: req
+                .extensions()
+                .get::<Reported>()
+                .map(|r| Arc::new(r.audit_value())),
         }
     }
 
@@ -85,6 +91,7 @@ impl CreateRequest {
             path: Some(self.path.clone()),
             client: self.client.clone(),
             resource: self.resource.clone(),
+            violations: self.violations.clone(),
             ..Entry::new(outcome)
         }
     }
