@@ -72,13 +72,12 @@ async def mcp_activecampaign(created):
     # The library adds /api/3 to the account URL and strips a trailing slash.
     client = ActiveCampaignClient(BASE + "/", APP_KEY)
     try:
-        done = await client.post("/connections", json=connection(3))
-        check(
-            done["connection"]["externalid"] == "store-3",
-            "mcp-activecampaign: a valid create returns the connection",
-            done,
-        )
-        created.append(done["connection"]["id"])
+        async def create(path, n, what):
+            done = await client.post(path, json=connection(n))
+            check(done["connection"]["externalid"] == f"store-{n}", f"mcp-activecampaign: {what}", done)
+            created.append(done["connection"]["id"])
+
+        await create("/connections", 3, "a valid create returns the connection")
 
         try:
             refused = await client.post("/connections", json=connection(4, linkUrl=True))
@@ -93,22 +92,11 @@ async def mcp_activecampaign(created):
             )
 
         # The old API's key in the query: removed, or the stand-in answers 500.
-        done = await client.post(f"/connections?api_key={APP_KEY}", json=connection(6))
-        check(
-            done["connection"]["externalid"] == "store-6",
-            "mcp-activecampaign: an api_key in the query is dropped, not forwarded",
-            done,
+        await create(
+            f"/connections?api_key={APP_KEY}", 6, "an api_key in the query is dropped, not forwarded"
         )
-        created.append(done["connection"]["id"])
-
         # As activecampaign3 writes every URL.
-        done = await client.post("/connections/", json=connection(5))
-        check(
-            done["connection"]["externalid"] == "store-5",
-            "mcp-activecampaign: /api/3/connections/ is the create",
-            done,
-        )
-        created.append(done["connection"]["id"])
+        await create("/connections/", 5, "/api/3/connections/ is the create")
     finally:
         await client.close()
 

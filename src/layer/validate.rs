@@ -133,23 +133,11 @@ fn charset_is_utf8(content_type: &str) -> bool {
         .is_none_or(|v| v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8"))
 }
 
-/// Reads a body of `media` as `reading` and checks it: the value checked (for the audit
-/// record), `None` for an empty body the operation does not require.
+/// Reads a body of `media` as `reading` and checks it against the schema when `schema` is set:
+/// the value read (for the audit record), `None` for an empty body the operation does not
+/// require. Without `schema` a JSON body is still read (a key given twice and nesting past
+/// `max_depth` are refused in every mode) and other bodies are not read at all.
 pub fn check_media(
-    operation: &Operation,
-    media: &Media,
-    reading: &Reading,
-    required: bool,
-    bytes: &[u8],
-    max_depth: usize,
-) -> Result<Option<Value>, Error> {
-    read_media(operation, media, reading, required, bytes, max_depth, true)
-}
-
-/// [`check_media`], against the schema only when `schema` is set; without it a JSON body is
-/// still read (a key given twice and nesting past `max_depth` are refused in every mode) and
-/// other bodies are not read at all.
-fn read_media(
     operation: &Operation,
     media: &Media,
     reading: &Reading,
@@ -240,7 +228,7 @@ fn check_selected(
 ) -> Result<Option<Value>, Error> {
     if !schema {
         return match selected {
-            Some((body, Selected::Media(media, reading))) => read_media(
+            Some((body, Selected::Media(media, reading))) => check_media(
                 operation,
                 media,
                 &reading,
@@ -263,11 +251,20 @@ fn check_selected(
             got: None,
             declared: declared(body),
         }),
-        Some((body, Selected::Media(media, reading))) => {
-            check_media(operation, media, &reading, body.required, bytes, max_depth)
-        }
+        Some((body, Selected::Media(media, reading))) => check_media(
+            operation,
+            media,
+            &reading,
+            body.required,
+            bytes,
+            max_depth,
+            true,
+        ),
     }
 }
+
+/// The longest pointer or parameter name a report keeps, in characters.
+const MAX_REPORTED: usize = 256;
 
 /// The refusal a request forwarded in report mode would have got: its kind and where, never
 /// a value. In the request's extensions, for the audit record's `violations`.
@@ -287,11 +284,17 @@ impl Reported {
     }
 
     fn of(error: &Error) -> Reported {
+        // A pointer can hold a property name the client made up: kept short.
+        let short = |text: &str| text.chars().take(MAX_REPORTED).collect::<String>();
         let at = match error {
             Error::SchemaViolations { violations, .. }
-            | Error::ParameterViolations { violations, .. } => {
-                violations.iter().map(|v| v.source.clone()).collect()
-            }
+            | Error::ParameterViolations { violations, .. } => violations
+                .iter()
+                .map(|v| match &v.source {
+                    Source::Body { pointer } => Source::body(short(pointer)),
+                    Source::Parameter { parameter } => Source::parameter(short(parameter)),
+                })
+                .collect(),
             _ => Vec::new(),
         };
         Reported {
@@ -302,17 +305,17 @@ impl Reported {
 }
 
 /// Whether `error` is one the `report` and `off` modes forward anyway: what the document says
-/// about the request, not what keeps the gateway safe (limits, a JSON key given twice,
-/// nesting too deep, a body that could not be read).
+/// about the request, not what keeps the gateway safe (limits, a body that could not be read
+/// or decoded, JSON that does not parse, a key given twice, nesting too deep).
 pub fn relaxable(error: &Error) -> bool {
+    // Not JSON that does not parse (a key given twice can hide after the first error), nor a
+    // Content-Encoding refusal (a body that cannot be decoded within the limit cannot be
+    // checked for either).
     matches!(
         error,
         Error::SchemaViolations { .. }
             | Error::ParameterViolations { .. }
             | Error::UnsupportedMediaType { .. }
-            | Error::UnsupportedContentEncoding { .. }
-            | Error::MalformedContentEncoding { .. }
-            | Error::MalformedJson(_)
             | Error::MalformedMultipart(_)
             | Error::BodyNotAllowed
     )
@@ -400,7 +403,17 @@ where
             if routed.unspecified {
                 return inner.call(req).await;
             }
-            let mode = routed.operation.enforce.unwrap_or(default_mode);
+            // Where operations share a path and method, the strictest of theirs.
+            let mode = routed
+                .candidates
+                .iter()
+                .map(|op| op.enforce.unwrap_or(default_mode))
+                .min_by_key(|mode| match mode {
+                    Enforce::Enforce => 0,
+                    Enforce::Report => 1,
+                    Enforce::Off => 2,
+                })
+                .unwrap_or(default_mode);
             let (mut req, verdict) = if routed.candidates.len() > 1 {
                 choose(req, &routed, max_depth, mode).await
             } else {
@@ -438,7 +451,9 @@ where
 
 /// A request checked against its one operation in `mode`: what to forward (a body that was
 /// read, as the bytes sent) and the refusal validation gives it, if any. `off` checks no
-/// parameter and no schema, but still reads a JSON body for what every mode refuses.
+/// parameter and no schema. Outside `enforce`, a request whose parameters or media type fail
+/// still has its body read within the limits and, where it is (or the operation takes) JSON,
+/// parsed for what every mode refuses: a key given twice, nesting too deep, JSON that is not.
 async fn checked(
     req: Request<Body>,
     routed: &Routed,
@@ -447,34 +462,45 @@ async fn checked(
     metrics: Option<&Metrics>,
 ) -> (Request<Body>, Result<(), Error>) {
     let operation = &routed.operation;
+    let enforce = mode == Enforce::Enforce;
     let schema = mode != Enforce::Off;
+    let mut refusal = None;
     if schema
-        && let Err(refusal) = crate::params::check(
+        && let Err(error) = crate::params::check(
             operation,
             &routed.operation_path,
             req.uri().query(),
             req.headers(),
         )
     {
-        return (req, Err(refusal));
+        if enforce {
+            return (req, Err(error));
+        }
+        refusal = Some(error);
     }
     let selected = match &operation.body {
         Some(body) => match select(body, req.headers()) {
             Ok(selected) => Some((body, selected)),
-            Err(_) if !schema => return (req, Ok(())),
-            Err(refusal) => return (req, Err(refusal)),
+            Err(error) if enforce => return (req, Err(error)),
+            Err(error) => {
+                refusal.get_or_insert(error);
+                None
+            }
         },
         None => None,
     };
+    let unselected = operation.body.is_some() && selected.is_none();
     match &selected {
-        Some((_, Selected::Media(_, Reading::Unread))) => {
+        Some((_, Selected::Media(_, Reading::Unread))) if refusal.is_none() => {
             // Declared, but not a type specgate reads: forwarded as it streams.
             if let Some(metrics) = metrics {
                 metrics.unvalidated(&operation.id, "unreadable_media_type");
             }
             return (req, Ok(()));
         }
-        None if http_body::Body::is_end_stream(req.body()) => return (req, Ok(())),
+        None if !unselected && http_body::Body::is_end_stream(req.body()) => {
+            return (req, refusal.map_or(Ok(()), Err));
+        }
         // A body the operation does not declare is read (behind the limit) to see that it is
         // empty, and refused if not, rather than sent on unchecked.
         _ => {}
@@ -483,12 +509,48 @@ async fn checked(
         Ok(read) => read,
         Err(refused) => return refused,
     };
-    let verdict = check_selected(operation, selected, &decoded, max_depth, schema).map(|parsed| {
-        if let Some(value) = parsed {
-            parts.extensions.insert(ParsedBody(Arc::new(value)));
+    let verdict = if unselected {
+        // Its media type was refused: read as JSON where it could be, for safety alone.
+        let json = media_essence_of(&parts.headers).is_some_and(|e| is_json(&e))
+            || operation
+                .body
+                .as_ref()
+                .is_some_and(|b| b.media.iter().any(|m| is_json(&m.range)));
+        match json && !decoded.iter().all(u8::is_ascii_whitespace) {
+            true => crate::json::parse(&decoded, max_depth).map(|_| ()),
+            false => Ok(()),
         }
-    });
+    } else {
+        check_selected(operation, selected, &decoded, max_depth, schema).map(|parsed| {
+            if let Some(value) = parsed {
+                parts.extensions.insert(ParsedBody(Arc::new(value)));
+            }
+        })
+    };
+    // What every mode refuses wins over what the mode forgives; else the first refusal.
+    let verdict = match (refusal, verdict) {
+        (_, Err(error)) if !relaxable(&error) => Err(error),
+        (Some(first), _) => Err(first),
+        (None, verdict) => verdict,
+    };
+    // A create forwarded despite its schema is still audited with the fields it sent.
+    if matches!(&verdict, Err(error) if relaxable(error))
+        && parts.extensions.get::<ParsedBody>().is_none()
+        && let Ok(value) = crate::json::parse(&decoded, max_depth)
+    {
+        parts.extensions.insert(ParsedBody(Arc::new(value)));
+    }
     (Request::from_parts(parts, Body::full(bytes)), verdict)
+}
+
+/// The essence of a request's one `Content-Type`, if it has exactly one that reads.
+fn media_essence_of(headers: &HeaderMap) -> Option<String> {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    value.to_str().ok().map(media_essence)
 }
 
 /// Several operations share the request's path and method: the body is read once and the
@@ -525,6 +587,10 @@ async fn choose(
                     parts.extensions.insert(ParsedBody(Arc::new(value)));
                 }
                 return (Request::from_parts(parts, Body::full(bytes)), Ok(()));
+            }
+            // What every mode refuses is the answer, whichever candidate found it.
+            Err(error) if !relaxable(&error) => {
+                return (Request::from_parts(parts, Body::full(bytes)), Err(error));
             }
             Err(error) => {
                 refusal.get_or_insert(error);
@@ -680,11 +746,11 @@ mod tests {
     }
 
     /// The bad bodies of the test above, and whether the report and off modes forward each:
-    /// all but the key given twice and the nesting too deep.
+    /// all but JSON that does not parse, the key given twice and the nesting too deep.
     const BAD: [(Option<&str>, &str, bool); 8] = [
         (Some("text/plain"), VALID, true),
         (None, VALID, true),
-        (Some("application/json"), "{\"connection\":", true),
+        (Some("application/json"), "{\"connection\":", false),
         (Some("application/json"), "{}", true),
         (Some("application/json"), "", true),
         (Some("application/json"), "[1,2]", true),
@@ -758,6 +824,70 @@ mod tests {
         let (_, forwarded) = send_in(Enforce::Report, Some("application/json"), VALID).await;
         assert!(forwarded[0].extensions().get::<Reported>().is_none());
         assert!(forwarded[0].extensions().get::<ParsedBody>().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_forgiven_refusal_never_hides_what_every_mode_refuses() {
+        let doc = serde_json::json!({"openapi": "3.1.0", "info": {"title": "t", "version": "1"},
+            "paths": {"/things/{id}": {"put": {
+                "parameters": [{"name": "id", "in": "path", "required": true,
+                                "schema": {"type": "integer"}}],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+                "responses": {"200": {"description": "ok"}}}}}});
+        let spec = Spec::compile("t", doc).unwrap();
+        let send = |path: &'static str,
+                    content_type: &'static str,
+                    encoding: Option<&'static str>,
+                    body: &'static [u8]| {
+            let spec = &spec;
+            async move {
+                let route = RouteLayer::new(Arc::new(RouteTable::new(spec)));
+                let (seen, inner) = recorder();
+                let layer = ValidateLayer {
+                    mode: Enforce::Report,
+                    ..ValidateLayer::default()
+                };
+                let mut req = Request::put(path).header(header::CONTENT_TYPE, content_type);
+                if let Some(encoding) = encoding {
+                    req = req.header(header::CONTENT_ENCODING, encoding);
+                }
+                let result = route
+                    .layer(layer.layer(inner))
+                    .oneshot(req.body(Body::full(Bytes::from_static(body))).unwrap())
+                    .await;
+                let forwarded = seen.lock().unwrap().len();
+                (
+                    result.map(|r| r.status()).unwrap_or_else(|e| e.status()),
+                    forwarded,
+                )
+            }
+        };
+        let twice: &[u8] = br#"{"a":1,"a":2}"#;
+        // A bad parameter or media type is forgiven; the key given twice behind it is not.
+        assert_eq!(
+            send("/things/7", "application/json", None, b"{}").await,
+            (StatusCode::OK, 1)
+        );
+        assert_eq!(
+            send("/things/abc", "application/json", None, b"{}").await,
+            (StatusCode::OK, 1)
+        );
+        for (path, content_type) in [
+            ("/things/abc", "application/json"),
+            ("/things/7", "text/plain"),
+        ] {
+            let (status, forwarded) = send(path, content_type, None, twice).await;
+            assert_eq!(
+                (status, forwarded),
+                (StatusCode::BAD_REQUEST, 0),
+                "{path} {content_type}"
+            );
+        }
+        // So are codings it cannot decode, and streams with something after them.
+        let (status, forwarded) = send("/things/7", "application/json", Some("zstd"), b"{}").await;
+        assert_eq!((status, forwarded), (StatusCode::UNSUPPORTED_MEDIA_TYPE, 0));
+        let (status, forwarded) = send("/things/7", "application/json", Some("gzip"), b"{}").await;
+        assert_eq!((status, forwarded), (StatusCode::BAD_REQUEST, 0));
     }
 
     #[tokio::test]
