@@ -175,9 +175,11 @@ pub fn strip(
             let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
             let drop =
                 query_names.iter().any(|n| n.eq_ignore_ascii_case(&name)) || also_query(&name);
-            let name = name.to_lowercase();
-            if drop && !removed.contains(&name) {
-                removed.push(name);
+            if drop {
+                let name = name.to_lowercase();
+                if !removed.contains(&name) {
+                    removed.push(name);
+                }
             }
             !drop
         })
