@@ -226,21 +226,18 @@ fn check_selected(
     max_depth: usize,
     schema: bool,
 ) -> Result<Option<Value>, Error> {
-    if !schema {
-        return match selected {
-            Some((body, Selected::Media(media, reading))) => check_media(
-                operation,
-                media,
-                &reading,
-                body.required,
-                bytes,
-                max_depth,
-                false,
-            ),
-            _ => Ok(None),
-        };
-    }
     match selected {
+        Some((body, Selected::Media(media, reading))) => check_media(
+            operation,
+            media,
+            &reading,
+            body.required,
+            bytes,
+            max_depth,
+            schema,
+        ),
+        // Without the schema, nothing else here is checked.
+        _ if !schema => Ok(None),
         None if bytes.is_empty() => Ok(None),
         None => Err(Error::BodyNotAllowed),
         Some((body, Selected::Unlabelled)) if bytes.is_empty() => match body.required {
@@ -251,15 +248,6 @@ fn check_selected(
             got: None,
             declared: declared(body),
         }),
-        Some((body, Selected::Media(media, reading))) => check_media(
-            operation,
-            media,
-            &reading,
-            body.required,
-            bytes,
-            max_depth,
-            true,
-        ),
     }
 }
 
