@@ -522,7 +522,8 @@ async fn checked(
         (None, verdict) => verdict,
     };
     // A create forwarded despite its schema is still audited with the fields it sent.
-    if matches!(&verdict, Err(error) if relaxable(error))
+    if !enforce
+        && matches!(&verdict, Err(error) if relaxable(error))
         && parts.extensions.get::<ParsedBody>().is_none()
         && let Ok(value) = crate::json::parse(&decoded, max_depth)
     {
