@@ -1,9 +1,11 @@
 //! The README's session, as a newcomer runs it: the release build, its first command
 //! (`serve --mock`, no upstream or token), the default audit path under the working directory,
-//! and the README's own curl command, run by a shell.
+//! and the README's own curl command, run by a shell. And what keeps that build and the tests
+//! from compiling the dependency tree twice.
 
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use support::*;
@@ -80,5 +82,65 @@ async fn the_readme_session_works_with_the_release_binary() {
     assert!(
         audit.contains(r#""operation_id":"create-connection""#),
         "{audit}"
+    );
+}
+
+/// Each package of the build (`name version`) and the features it is built with, as
+/// `cargo tree` resolves them for the edges `edges`.
+fn features(edges: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "tree",
+            "--locked",
+            "--offline",
+            "--prefix",
+            "none",
+            "-e",
+            edges,
+        ])
+        .args(["-f", "{p}|{f}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut packages: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let Some((package, features)) = line.split_once('|') else {
+            continue;
+        };
+        // `tokio v1.54.1`: a crate in two versions is two packages.
+        let name: Vec<&str> = package.split(' ').take(2).collect();
+        packages.entry(name.join(" ")).or_default().extend(
+            features
+                .split(',')
+                .map(|f| f.replace("(*)", "").trim().to_owned())
+                .filter(|f| !f.is_empty()),
+        );
+    }
+    packages
+}
+
+#[test]
+fn the_binary_and_the_tests_share_the_features_of_their_common_crates() {
+    // A crate the tests build with other features than the binary is compiled twice, with
+    // everything above it: minutes of CI (Cargo.toml's unification entries say why). tokio's
+    // test-util is the one difference kept on purpose, and the three below are built twice
+    // anyway because they sit above tokio.
+    let binary = features("normal,build");
+    let tests = features("normal,build,dev");
+    let differing: Vec<&str> = binary
+        .iter()
+        .filter(|(name, features)| tests.get(*name).is_some_and(|t| t != *features))
+        .map(|(name, _)| name.split(' ').next().unwrap_or(name))
+        .collect();
+    assert_eq!(
+        differing,
+        ["hyper-util", "sync_wrapper", "tokio", "tower"],
+        "declare the dev-dependencies' features of the others in Cargo.toml"
     );
 }
