@@ -1002,15 +1002,7 @@ impl Config {
             tls,
             unknown_routes: s.unknown_routes()?,
             mock_dynamic: s.bool(MOCK_DYNAMIC)?,
-            enforce: s.choice(
-                ENFORCE,
-                &[
-                    ("enforce", Enforce::Enforce),
-                    ("report", Enforce::Report),
-                    ("off", Enforce::Off),
-                ],
-                Enforce::Enforce,
-            )?,
+            enforce: s.choice(ENFORCE, &Enforce::NAMED, Enforce::Enforce)?,
             trailing_slash: s.choice(
                 ROUTES_TRAILING_SLASH,
                 &[

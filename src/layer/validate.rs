@@ -396,11 +396,7 @@ where
                 .candidates
                 .iter()
                 .map(|op| op.enforce.unwrap_or(default_mode))
-                .min_by_key(|mode| match mode {
-                    Enforce::Enforce => 0,
-                    Enforce::Report => 1,
-                    Enforce::Off => 2,
-                })
+                .min()
                 .unwrap_or(default_mode);
             let (mut req, verdict) = if routed.candidates.len() > 1 {
                 choose(req, &routed, max_depth, mode).await

@@ -24,9 +24,10 @@ pub const AUDIT_EXTENSION: &str = "x-specgate-audit";
 pub const ENFORCE_EXTENSION: &str = "x-specgate-enforce";
 
 /// What happens to a request that validation would refuse: a body or parameter that breaks
-/// the schema, a media type or coding the operation does not take. Never relaxed whatever the
-/// mode: client authentication, path abuse, limits, a JSON key given twice, nesting too deep.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// the schema, a media type the operation does not take. Never relaxed whatever the mode:
+/// client authentication, path abuse, limits, a body that cannot be read or decoded, JSON that
+/// does not parse, a JSON key given twice, nesting too deep. Ordered strictest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Enforce {
     /// Refused (the default).
     Enforce,
@@ -37,23 +38,28 @@ pub enum Enforce {
 }
 
 impl Enforce {
-    /// The mode named `text` (`enforce`, `report`, `off`).
+    /// Every mode by its name, as settings and `x-specgate-enforce` write it.
+    pub const NAMED: [(&'static str, Enforce); 3] = [
+        ("enforce", Enforce::Enforce),
+        ("report", Enforce::Report),
+        ("off", Enforce::Off),
+    ];
+
+    /// The mode named `text`, in any case.
     pub fn parse(text: &str) -> Option<Enforce> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "enforce" => Some(Enforce::Enforce),
-            "report" => Some(Enforce::Report),
-            "off" => Some(Enforce::Off),
-            _ => None,
-        }
+        let text = text.trim();
+        Enforce::NAMED
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(text))
+            .map(|(_, mode)| *mode)
     }
 
     /// Its name, for logs and metric labels.
     pub fn name(self) -> &'static str {
-        match self {
-            Enforce::Enforce => "enforce",
-            Enforce::Report => "report",
-            Enforce::Off => "off",
-        }
+        Enforce::NAMED
+            .iter()
+            .find(|(_, mode)| *mode == self)
+            .map_or("enforce", |(name, _)| name)
     }
 }
 
