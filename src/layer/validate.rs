@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower_layer::Layer;
@@ -66,18 +66,15 @@ pub enum Selected<'a> {
 /// The declared media type the request's `Content-Type` selects, and how to read the body; or
 /// 415.
 pub fn select<'a>(body: &'a RequestBody, headers: &HeaderMap) -> Result<Selected<'a>, Error> {
-    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
-    let Some(value) = values.next() else {
-        return Ok(Selected::Unlabelled);
-    };
     let refused = |got: String| Error::UnsupportedMediaType {
         got: Some(got),
         declared: declared(body),
     };
-    if values.next().is_some() {
-        // Whichever one the upstream reads, it may not be the one checked here.
-        return Err(refused("more than one Content-Type".to_owned()));
-    }
+    let value = match content_type(headers) {
+        Ok(Some(value)) => value,
+        Ok(None) => return Ok(Selected::Unlabelled),
+        Err(TwoContentTypes) => return Err(refused("more than one Content-Type".to_owned())),
+    };
     let text = value
         .to_str()
         .map_err(|_| refused(String::from_utf8_lossy(value.as_bytes()).into_owned()))?;
@@ -495,7 +492,10 @@ async fn checked(
     };
     let verdict = if unselected {
         // Its media type was refused: read as JSON where it could be, for safety alone.
-        let json = media_essence_of(&parts.headers).is_some_and(|e| is_json(&e))
+        let label = content_type(&parts.headers).ok().flatten();
+        let json = label
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|text| is_json(&media_essence(text)))
             || operation
                 .body
                 .as_ref()
@@ -528,14 +528,18 @@ async fn checked(
     (Request::from_parts(parts, Body::full(bytes)), verdict)
 }
 
-/// The essence of a request's one `Content-Type`, if it has exactly one that reads.
-fn media_essence_of(headers: &HeaderMap) -> Option<String> {
+/// A request labelled with more than one `Content-Type`: whichever one the upstream reads, it
+/// may not be the one checked here.
+struct TwoContentTypes;
+
+/// The request's `Content-Type`, if it has one; never one of several.
+fn content_type(headers: &HeaderMap) -> Result<Option<&HeaderValue>, TwoContentTypes> {
     let mut values = headers.get_all(header::CONTENT_TYPE).iter();
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
+    let first = values.next();
+    match values.next() {
+        Some(_) => Err(TwoContentTypes),
+        None => Ok(first),
     }
-    value.to_str().ok().map(media_essence)
 }
 
 /// Several operations share the request's path and method: the body is read once and the
