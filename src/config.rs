@@ -936,24 +936,7 @@ impl Config {
         let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         let clients = s.clients(mtls)?;
         let allow_unauthenticated = s.bool(ALLOW_UNAUTHENTICATED)?;
-        // Mock mode holds no token and forwards nothing: there is nothing to protect.
-        if !listen.ip().is_loopback()
-            && clients.is_empty()
-            && !mtls
-            && !allow_unauthenticated
-            && !mock
-        {
-            return Err(s.error(
-                LISTEN,
-                format!(
-                    "{listen} is not a loopback address and no client authentication is \
-                     configured, so anyone who can reach it could use the API token; configure \
-                     [[clients]] or tls.client_ca, or set {} = true ({}=true)",
-                    ALLOW_UNAUTHENTICATED.key, ALLOW_UNAUTHENTICATED.env
-                ),
-            ));
-        }
-        Ok(Config {
+        let config = Config {
             listen,
             admin_listen: s.addr(ADMIN_LISTEN, defaults::ADMIN_LISTEN)?,
             max_body_bytes: s.u64(MAX_BODY_BYTES, defaults::MAX_BODY_BYTES)?,
@@ -1012,7 +995,20 @@ impl Config {
                 TrailingSlash::Match,
             )?,
             limits: s.limits()?,
-        })
+        };
+        // Mock mode holds no token and forwards nothing: there is nothing to protect.
+        if config.exposes_token_on(listen.ip()) {
+            return Err(s.error(
+                LISTEN,
+                format!(
+                    "{listen} is not a loopback address and no client authentication is \
+                     configured, so anyone who can reach it could use the API token; configure \
+                     [[clients]] or tls.client_ca, or set {} = true ({}=true)",
+                    ALLOW_UNAUTHENTICATED.key, ALLOW_UNAUTHENTICATED.env
+                ),
+            ));
+        }
+        Ok(config)
     }
 
     /// Only the audit settings, for `specgate audit`: no upstream or token needed.
