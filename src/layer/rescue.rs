@@ -1,6 +1,7 @@
 //! The one place an [`Error`] becomes a response: problem+json (or the same body as
-//! `application/json` for a client that accepts only that), with the request id, and a log line. Everything inside this layer refuses by returning `Err`; nothing outside it sees
-//! an error.
+//! `application/json` for a client that accepts only that), with the request id, and a log
+//! line. Everything inside this layer refuses by returning `Err`; nothing outside it sees an
+//! error.
 
 use std::convert::Infallible;
 use std::future::Future;
