@@ -977,6 +977,7 @@ impl Config {
                     &[("allow", ReadOnly::Allow), ("refuse", ReadOnly::Refuse)],
                     ReadOnly::Allow,
                 )?,
+                responses: true,
             },
             audit: audit(s)?,
             token_poll: s.ms(API_TOKEN_POLL_MS, defaults::API_TOKEN_POLL_MS)?,

@@ -238,6 +238,7 @@ impl RouteTable {
                     enforce: None,
                     example: None,
                     credential: self.unknown_credential.clone(),
+                    responses: None,
                 });
                 let path: Arc<str> = Arc::from(path);
                 Ok(Routed {

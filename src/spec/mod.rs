@@ -38,7 +38,7 @@ pub use dialect::Dialect;
 pub use example::{Example, response_example};
 pub use operation::{
     AUDIT_EXTENSION, ENFORCE_EXTENSION, Encoding, Enforce, Fields, Location, Media, Operation,
-    Parameter, RequestBody, Style, Variant,
+    Parameter, RequestBody, Response, Responses, StatusKey, Style, Variant,
 };
 pub use schema::{MAX_VIOLATIONS, RequestSchema, Subject};
 pub use schemas::ReadOnly;
@@ -89,7 +89,7 @@ impl SpecError {
 pub struct SpecWarning(pub SpecError);
 
 /// Where the spec comes from.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SpecSource {
     /// The spec file; `None` for the embedded one.
     pub path: Option<PathBuf>,
@@ -98,6 +98,20 @@ pub struct SpecSource {
     pub overlays: Option<Vec<PathBuf>>,
     /// How requests may treat `readOnly` properties.
     pub read_only: ReadOnly,
+    /// Whether operations' responses are read and their JSON schemas compiled, for the drift
+    /// check (on by default).
+    pub responses: bool,
+}
+
+impl Default for SpecSource {
+    fn default() -> Self {
+        SpecSource {
+            path: None,
+            overlays: None,
+            read_only: ReadOnly::default(),
+            responses: true,
+        }
+    }
 }
 
 /// The compiled spec.
@@ -204,8 +218,8 @@ impl Spec {
             Some(path) => bundle::Bundle::resolve(&mut doc, path)?,
             None => bundle::Bundle::default(),
         };
-        let mut spec =
-            Spec::compile_with(&origin, doc, source.read_only).map_err(|mut error| {
+        let mut spec = Spec::compile_with(&origin, doc, source.read_only, source.responses)
+            .map_err(|mut error| {
                 bundle.locate(&mut error);
                 error
             })?;
@@ -218,11 +232,17 @@ impl Spec {
 
     /// Compiles an already parsed (and overlaid) document; `file` names it in errors.
     pub fn compile(file: &str, doc: Value) -> Result<Spec, SpecError> {
-        Spec::compile_with(file, doc, ReadOnly::default())
+        Spec::compile_with(file, doc, ReadOnly::default(), true)
     }
 
-    /// [`Spec::compile`], with how requests may treat `readOnly` properties.
-    pub fn compile_with(file: &str, doc: Value, read_only: ReadOnly) -> Result<Spec, SpecError> {
+    /// [`Spec::compile`], with how requests may treat `readOnly` properties, and whether
+    /// responses are read for the drift check.
+    pub fn compile_with(
+        file: &str,
+        doc: Value,
+        read_only: ReadOnly,
+        responses: bool,
+    ) -> Result<Spec, SpecError> {
         let mut warnings = Vec::new();
         let (version, dialect, doc) = match version_of(&doc) {
             Version::OpenApi(version, dialect) => (version, dialect, doc),
@@ -245,7 +265,10 @@ impl Spec {
             .and_then(Value::as_object)
             .ok_or_else(|| SpecError::new(file, "/paths", "the spec has no paths object"))?;
         let mut operations = Vec::new();
-        let mut roots = operation::Roots::default();
+        let mut roots = operation::Roots {
+            read_responses: responses,
+            ..operation::Roots::default()
+        };
         let mut security = security::Security::read(&doc, file, &mut warnings);
         for (key, item) in paths {
             if key.starts_with("x-") {
@@ -287,14 +310,22 @@ impl Spec {
             &roots.schemas,
             &roots.shaped,
             dialect,
-            read_only,
+            schemas::View::Request(read_only),
             file,
             &mut warnings,
         )?;
+        let answers = compile_responses(&doc, &roots.responses, dialect, file, &mut warnings);
+        warnings.extend(
+            roots
+                .unchecked
+                .iter()
+                .map(|(at, message)| warning(file, at, message)),
+        );
         let operations: Vec<Arc<Operation>> = operations
             .into_iter()
             .map(|mut operation| {
                 operation.fill(&compiled);
+                operation.fill_responses(&answers);
                 Arc::new(operation)
             })
             .collect();
@@ -312,6 +343,42 @@ impl Spec {
             warnings,
         })
     }
+}
+
+/// The response schemas, compiled as responses see them. They only feed the drift check, which
+/// never refuses a request: a set that will not compile is a warning, and bodies go unchecked.
+/// A warning at a pointer the request schemas already warned about is not repeated.
+fn compile_responses(
+    doc: &Value,
+    roots: &[String],
+    dialect: Dialect,
+    file: &str,
+    warnings: &mut Vec<SpecWarning>,
+) -> schemas::Compiled {
+    let mut found = Vec::new();
+    let compiled = schemas::compile(
+        doc,
+        roots,
+        &[],
+        dialect,
+        schemas::View::Response,
+        file,
+        &mut found,
+    )
+    .unwrap_or_else(|error| {
+        found.push(SpecWarning(SpecError {
+            message: format!(
+                "response bodies are not checked for drift: {}",
+                error.message
+            ),
+            ..error
+        }));
+        schemas::Compiled::default()
+    });
+    let seen: std::collections::HashSet<String> =
+        warnings.iter().map(|w| w.0.pointer.clone()).collect();
+    warnings.extend(found.into_iter().filter(|w| !seen.contains(&w.0.pointer)));
+    compiled
 }
 
 enum Version {

@@ -96,6 +96,69 @@ pub struct Operation {
     /// document's): its alternatives in order of preference; `None` when it takes none
     /// (`security: []`).
     pub credential: Option<Arc<[Scheme]>>,
+    /// What it says it answers, for the drift check; `None` when responses were not read (the
+    /// check is off) or it declares none.
+    pub responses: Option<Responses>,
+}
+
+/// What an operation declares it answers: each status (a code, a class like `4XX`, or
+/// `default`) with its media types and required headers.
+#[derive(Debug, Default)]
+pub struct Responses {
+    /// In the document's order.
+    pub declared: Vec<Response>,
+}
+
+impl Responses {
+    /// The declaration an answer with `status` falls under: its own code, else its class,
+    /// else `default`.
+    pub fn for_status(&self, status: u16) -> Option<&Response> {
+        let find = |key: StatusKey| self.declared.iter().find(|r| r.status == key);
+        find(StatusKey::Code(status))
+            .or_else(|| find(StatusKey::Class(status / 100)))
+            .or_else(|| find(StatusKey::Default))
+    }
+}
+
+/// A key of an operation's `responses`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusKey {
+    /// `201`.
+    Code(u16),
+    /// `2XX`: the hundreds digit.
+    Class(u16),
+    /// `default`.
+    Default,
+}
+
+impl StatusKey {
+    fn parse(key: &str) -> Option<StatusKey> {
+        if key == "default" {
+            return Some(StatusKey::Default);
+        }
+        match key.as_bytes() {
+            [digit @ b'1'..=b'5', b'X' | b'x', b'X' | b'x'] => {
+                Some(StatusKey::Class(u16::from(digit - b'0')))
+            }
+            _ => key
+                .parse()
+                .ok()
+                .filter(|code| (100..600).contains(code))
+                .map(StatusKey::Code),
+        }
+    }
+}
+
+/// One declared response.
+#[derive(Debug)]
+pub struct Response {
+    /// Its key.
+    pub status: StatusKey,
+    /// Its media types (a JSON one with its compiled schema); empty when it declares no
+    /// content, which leaves nothing to compare a body with.
+    pub media: Vec<Media>,
+    /// The headers it declares `required` (never `Content-Type`, which `content` governs).
+    pub required_headers: Vec<http::HeaderName>,
 }
 
 /// The part of a path key after its template: `?Action=CreateUser&Version=2010-05-08` or
@@ -300,6 +363,12 @@ const IGNORED_HEADERS: [&str; 3] = ["accept", "content-type", "authorization"];
 pub(super) struct Roots {
     pub schemas: Vec<String>,
     pub shaped: Vec<String>,
+    /// Whether responses are read at all (for the drift check).
+    pub read_responses: bool,
+    /// The response schemas to compile, each of a JSON media type.
+    pub responses: Vec<String>,
+    /// What the drift check cannot compare, by pointer: warnings for the caller to report.
+    pub unchecked: Vec<(String, String)>,
 }
 
 /// What an operation is built from.
@@ -383,8 +452,17 @@ impl Operation {
                 )
             })?),
         };
+        let responses = match op.get("responses") {
+            Some(Value::Object(map)) if roots.read_responses => {
+                Some(read_responses(doc, file, op_at, map, roots)?)
+            }
+            _ => None,
+        }
+        // Declaring nothing (or only extensions) is not declaring that nothing is answered.
+        .filter(|responses| !responses.declared.is_empty());
         Ok(Operation {
             id: id.into(),
+            responses,
             creates,
             enforce,
             method,
@@ -398,6 +476,20 @@ impl Operation {
             // Set by the caller, which holds the document's schemes.
             credential: None,
         })
+    }
+
+    /// Fills in its response schemas.
+    pub(super) fn fill_responses(&mut self, compiled: &Compiled) {
+        let media = self
+            .responses
+            .iter_mut()
+            .flat_map(|r| r.declared.iter_mut())
+            .flat_map(|r| r.media.iter_mut());
+        for media in media {
+            if let Some(at) = &media.schema_at {
+                media.schema = compiled.schemas.get(at).cloned();
+            }
+        }
     }
 
     /// Fills in the compiled schemas and shapes it needs.
@@ -536,6 +628,79 @@ fn read_body(
         media,
         resource_key: resource.flatten(),
     })
+}
+
+/// An operation's `responses` map. A `$ref` to nowhere refuses the document, as anywhere
+/// else; a key that is not a status is skipped (`x-` extensions).
+fn read_responses(
+    doc: &Value,
+    file: &str,
+    op_at: &str,
+    map: &serde_json::Map<String, Value>,
+    roots: &mut Roots,
+) -> Result<Responses, SpecError> {
+    let responses_at = pointer_push(op_at, "responses");
+    let mut declared = Vec::new();
+    for (key, response) in map {
+        let Some(status) = StatusKey::parse(key) else {
+            continue;
+        };
+        let (at, response) = deref(doc, &pointer_push(&responses_at, key), response, file)?;
+        let content_at = pointer_push(&at, "content");
+        let mut media = Vec::new();
+        for (media_type, declared) in response
+            .get("content")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let range = media_essence(media_type);
+            let schema_at = match declared.get("schema") {
+                Some(schema) if is_json(&range) => {
+                    let at = pointer_push(&pointer_push(&content_at, media_type), "schema");
+                    let at = shared_root(doc, schema).unwrap_or(at);
+                    roots.responses.push(at.clone());
+                    Some(at)
+                }
+                _ => None,
+            };
+            media.push(Media {
+                range,
+                schema_at,
+                schema: None,
+                fields: None,
+            });
+        }
+        let headers_at = pointer_push(&at, "headers");
+        let mut required_headers = Vec::new();
+        for (name, header) in response
+            .get("headers")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let header_at = pointer_push(&headers_at, name);
+            let (_, header) = deref(doc, &header_at, header, file)?;
+            if header.get("required") != Some(&Value::Bool(true))
+                || name.eq_ignore_ascii_case("content-type")
+            {
+                continue;
+            }
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(name) => required_headers.push(name),
+                Err(_) => roots.unchecked.push((
+                    header_at,
+                    format!("{name:?} is not a valid header name; the drift check skips it"),
+                )),
+            }
+        }
+        declared.push(Response {
+            status,
+            media,
+            required_headers,
+        });
+    }
+    Ok(Responses { declared })
 }
 
 /// A media type's `encoding` map.

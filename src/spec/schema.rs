@@ -127,6 +127,23 @@ impl RequestSchema {
         Err(self.violations_of(&wrapped, subject))
     }
 
+    /// Checks `value` as an upstream's response body, keeping it either way: it, with its
+    /// violations (none when it is valid), whose titles hold no value from it. A valid value
+    /// takes only the fast check.
+    pub fn check_keeping(&self, value: Value) -> (Value, Vec<Violation>) {
+        let wrapped = self.wrap(value);
+        let violations = if self.set.is_valid(&wrapped) {
+            Vec::new()
+        } else {
+            self.violations_of(&wrapped, Subject::Response)
+        };
+        let Value::Object(mut wrapper) = wrapped else {
+            unreachable!("wrap makes an object")
+        };
+        let value = wrapper.swap_remove(&*self.key).expect("wrap put it there");
+        (value, violations)
+    }
+
     /// Whether `body` satisfies the schema.
     pub fn is_valid(&self, body: &Value) -> bool {
         self.set.is_valid(&self.wrap(body.clone()))
@@ -168,6 +185,9 @@ impl RequestSchema {
 pub enum Subject<'a> {
     /// The request body: violations point into it.
     Body,
+    /// An upstream's response body: violations point into it, and their titles say what the
+    /// document expects without the pointer or any value from the body (they are logged).
+    Response,
     /// A parameter: violations name it.
     Parameter {
         /// Where it travels (`query`, `path`, `header`, `cookie`).
@@ -181,8 +201,8 @@ impl Subject<'_> {
     /// What a violation at `at` (a pointer inside the value) is about, for its title.
     fn title(&self, at: &str) -> String {
         match (self, at.is_empty()) {
-            (Subject::Body, true) => "body".to_owned(),
-            (Subject::Body, false) => at.to_owned(),
+            (Subject::Body | Subject::Response, true) => "body".to_owned(),
+            (Subject::Body | Subject::Response, false) => at.to_owned(),
             (Subject::Parameter { location, name }, true) => {
                 format!("{location} parameter '{name}'")
             }
@@ -194,7 +214,7 @@ impl Subject<'_> {
 
     fn source(&self, pointer: String) -> Source {
         match self {
-            Subject::Body => Source::body(pointer),
+            Subject::Body | Subject::Response => Source::body(pointer),
             Subject::Parameter { name, .. } => Source::parameter(*name),
         }
     }
@@ -203,7 +223,10 @@ impl Subject<'_> {
 /// Turns one validation error into the violations a person reads.
 fn explain(error: &ValidationError<'_>, at: &str, subject: Subject<'_>, out: &mut Vec<Violation>) {
     let violation = |pointer: String, code: &'static str, what: String| Violation {
-        title: format!("{}: {what}", subject.title(at)),
+        title: match subject {
+            Subject::Response => what,
+            _ => format!("{}: {what}", subject.title(at)),
+        },
         code,
         source: subject.source(pointer),
     };
@@ -219,10 +242,15 @@ fn explain(error: &ValidationError<'_>, at: &str, subject: Subject<'_>, out: &mu
         ValidationErrorKind::AdditionalProperties { unexpected }
         | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
             for name in unexpected {
+                // A response's property names are its data too (maps keyed by ids, emails).
+                let what = match subject {
+                    Subject::Response => "a property the schema does not allow".to_owned(),
+                    _ => format!("property '{name}' is not allowed"),
+                };
                 out.push(violation(
                     pointer_push(at, name),
                     "unexpected_property",
-                    format!("property '{name}' is not allowed"),
+                    what,
                 ));
             }
         }
@@ -290,6 +318,12 @@ fn explain(error: &ValidationError<'_>, at: &str, subject: Subject<'_>, out: &mu
             at.to_owned(),
             "not_allowed",
             "is not allowed here (the API document makes it read-only, or excludes it)".to_owned(),
+        )),
+        // The engine's own message quotes the value: not for a response, whose is logged.
+        other if matches!(subject, Subject::Response) => out.push(violation(
+            at.to_owned(),
+            "schema",
+            format!("fails '{}'", other.keyword()),
         )),
         other => out.push(violation(
             at.to_owned(),

@@ -41,6 +41,16 @@ pub enum ReadOnly {
     Refuse,
 }
 
+/// Which side of the exchange a set of schemas checks: a property only the other side sends
+/// is never required of this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum View {
+    /// Requests: `readOnly` properties are the server's.
+    Request(ReadOnly),
+    /// Responses: `writeOnly` properties are the client's.
+    Response,
+}
+
 /// The request schemas of a document, compiled, and the shapes asked for.
 #[derive(Default)]
 pub(super) struct Compiled {
@@ -50,7 +60,7 @@ pub(super) struct Compiled {
     pub shapes: HashMap<String, Arc<Shape>>,
 }
 
-/// Compiles the schema at each pointer of `roots` (pointers into `doc`) as request schemas,
+/// Compiles the schema at each pointer of `roots` (pointers into `doc`) as `view` sees them,
 /// sharing one registry, with the shape of each root in `shaped` (see [`Shape`]). Problems
 /// that only loosen enforcement are pushed onto `warnings`.
 pub(super) fn compile(
@@ -58,7 +68,7 @@ pub(super) fn compile(
     roots: &[String],
     shaped: &[String],
     dialect: Dialect,
-    read_only: ReadOnly,
+    view: View,
     file: &str,
     warnings: &mut Vec<SpecWarning>,
 ) -> Result<Compiled, SpecError> {
@@ -74,7 +84,7 @@ pub(super) fn compile(
     set.check()?;
     set.translate_patterns();
     set.restructure();
-    set.read_only(read_only);
+    set.one_sided(view);
     warnings.extend(std::mem::take(&mut set.warnings).into_values());
     if roots.is_empty() {
         return Ok(Compiled::default());
@@ -393,16 +403,21 @@ impl SchemaSet<'_> {
         }
     }
 
-    /// Makes the set a request's view of the document: a `readOnly` property is one only the
-    /// server sends, so no request is required to (OAS 3.x). With [`ReadOnly::Refuse`] a
-    /// request may not send one either.
+    /// Makes the set one side's view of the document (OAS 3.x): a `readOnly` property is one
+    /// only the server sends, so no request is required to, and a `writeOnly` one only the
+    /// client sends, so no response is. With [`ReadOnly::Refuse`] a request may not send a
+    /// `readOnly` property either.
     ///
-    /// A property counts as `readOnly` where it is declared beside the `required` list or in
-    /// a schema an `allOf` beside it combines (directly or by `$ref`), which is where vendors
-    /// put the two.
-    fn read_only(&mut self, read_only: ReadOnly) {
+    /// A property counts as the other side's where it is flagged beside the `required` list or
+    /// in a schema an `allOf` beside it combines (directly or by `$ref`), which is where
+    /// vendors put the two.
+    fn one_sided(&mut self, view: View) {
+        let (keyword, refuse) = match view {
+            View::Request(read_only) => ("readOnly", read_only == ReadOnly::Refuse),
+            View::Response => ("writeOnly", false),
+        };
         let is_read_only = |schema: &Value, slots: &[Value]| {
-            let flagged = |s: &Value| s.get("readOnly") == Some(&Value::Bool(true));
+            let flagged = |s: &Value| s.get(keyword) == Some(&Value::Bool(true));
             flagged(schema) || ref_slot(schema).is_some_and(|i| slots.get(i).is_some_and(flagged))
         };
         // Which properties each slot declares read-only, before any slot changes.
@@ -447,9 +462,7 @@ impl SchemaSet<'_> {
                         }
                     }
                 }
-                if read_only == ReadOnly::Refuse
-                    && let Some(Value::Object(properties)) = map.get_mut("properties")
-                {
+                if refuse && let Some(Value::Object(properties)) = map.get_mut("properties") {
                     for name in &names {
                         if let Some(property) = properties.get_mut(name) {
                             *property = Value::Bool(false);
@@ -742,7 +755,7 @@ mod tests {
             &roots,
             &[],
             dialect,
-            ReadOnly::Allow,
+            View::Request(ReadOnly::Allow),
             "t.json",
             &mut warnings,
         )
@@ -923,17 +936,13 @@ mod tests {
     }
 
     fn compile_read_only(doc: &Value, read_only: ReadOnly) -> Arc<RequestSchema> {
+        compile_as(doc, View::Request(read_only))
+    }
+
+    fn compile_as(doc: &Value, view: View) -> Arc<RequestSchema> {
         let roots = ["/s".to_owned()];
-        let mut compiled = compile(
-            doc,
-            &roots,
-            &[],
-            Dialect::Oas30,
-            read_only,
-            "t",
-            &mut Vec::new(),
-        )
-        .unwrap();
+        let mut compiled =
+            compile(doc, &roots, &[], Dialect::Oas30, view, "t", &mut Vec::new()).unwrap();
         compiled.schemas.remove("/s").unwrap()
     }
 
@@ -963,6 +972,28 @@ mod tests {
     }
 
     #[test]
+    fn write_only_properties_are_not_demanded_of_responses() {
+        let doc = json!({
+            "s": {"allOf": [{"$ref": "#/components/schemas/User"}, {"required": ["name"]}]},
+            "components": {"schemas": {
+                "User": {"type": "object", "required": ["id", "password"],
+                         "properties": {"id": {"type": "integer", "readOnly": true},
+                                        "password": {"type": "string", "writeOnly": true},
+                                        "name": {"type": "string"}}}
+            }}
+        });
+        let response = compile_as(&doc, View::Response);
+        assert!(response.is_valid(&json!({"id": 1, "name": "n"})));
+        let v = response.violations(&json!({"name": "n"}));
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].source, Source::body("/id"));
+        // The request side of the same document is the mirror image.
+        let request = compile_read_only(&doc, ReadOnly::Allow);
+        assert!(request.is_valid(&json!({"password": "p", "name": "n"})));
+        assert!(!request.is_valid(&json!({"id": 1, "name": "n"})));
+    }
+
+    #[test]
     fn shapes_are_built_for_the_roots_that_ask() {
         let doc = json!({"s": {"properties": {"amount": {"type": "integer"}}}});
         let roots = ["/s".to_owned()];
@@ -971,7 +1002,7 @@ mod tests {
             &roots,
             &roots,
             Dialect::Oas30,
-            ReadOnly::Allow,
+            View::Request(ReadOnly::Allow),
             "t",
             &mut Vec::new(),
         )
@@ -1030,7 +1061,7 @@ mod tests {
             &roots,
             &[],
             Dialect::Oas31,
-            ReadOnly::Allow,
+            View::Request(ReadOnly::Allow),
             "t",
             &mut Vec::new(),
         )
