@@ -11,6 +11,7 @@ use tokio::signal::unix::Signal;
 use crate::audit::ship::{ShipStats, Shipper};
 use crate::audit::{Auditor, OpenError};
 use crate::config::{Config, UpstreamMode};
+use crate::drift::DriftMonitor;
 use crate::metrics::Metrics;
 use crate::reload::{Generation, Live, Serve};
 pub use crate::startup::StartError;
@@ -49,9 +50,16 @@ impl App {
                     source,
                 })?;
         }
-        let first = Generation::build(config, auditor.clone(), metrics.clone(), None)?;
+        // One check of upstream responses for the process; each generation sets its rate.
+        let drift =
+            DriftMonitor::start(config.drift.settings(), config.drift.queue, metrics.clone())
+                .map_err(|source| OpenError::Io {
+                    path: "drift check thread".into(),
+                    source,
+                })?;
+        let first = Generation::build(config, auditor.clone(), metrics.clone(), &drift, None)?;
         Ok(App {
-            live: Arc::new(Live::new(first, auditor, metrics, config_file, mock)),
+            live: Arc::new(Live::new(first, auditor, metrics, drift, config_file, mock)),
             ship_stats,
         })
     }

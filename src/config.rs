@@ -82,6 +82,10 @@ settings! {
     MAX_JSON_DEPTH = "limits.max_json_depth", "SPECGATE_MAX_JSON_DEPTH";
     READ_ONLY = "validation.read_only", "SPECGATE_READ_ONLY";
     ENFORCE = "enforce", "SPECGATE_ENFORCE";
+    DRIFT = "drift.check", "SPECGATE_DRIFT";
+    DRIFT_SAMPLE_RATE = "drift.sample_rate", "SPECGATE_DRIFT_SAMPLE_RATE";
+    DRIFT_MAX_BODY_BYTES = "drift.max_body_bytes", "SPECGATE_DRIFT_MAX_BODY_BYTES";
+    DRIFT_QUEUE = "drift.queue", "SPECGATE_DRIFT_QUEUE";
 }
 
 /// The config-file key of the client list (`[[clients]]`). It has no environment variable:
@@ -159,6 +163,44 @@ pub struct Config {
     pub enforce: Enforce,
     /// Limits on connections, request heads, time and concurrency.
     pub limits: Limits,
+    /// The check of upstream responses against the document.
+    pub drift: DriftConfig,
+}
+
+/// The check of upstream responses against the document (`[drift]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriftConfig {
+    /// Whether responses are checked at all (their schemas are compiled only then, in mock
+    /// mode too, so `check --mock` loads the document as `serve` would).
+    pub check: bool,
+    /// The share of responses checked while the check keeps up, `(0, 1]`.
+    pub sample_rate: f64,
+    /// Bodies longer than this are not parsed (status, media type and headers still are).
+    pub max_body_bytes: usize,
+    /// Responses waiting for the check at most; past it they are skipped and sampling
+    /// lowered. Needs a restart to change.
+    pub queue: usize,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        DriftConfig {
+            check: true,
+            sample_rate: 1.0,
+            max_body_bytes: defaults::DRIFT_MAX_BODY_BYTES as usize,
+            queue: defaults::DRIFT_QUEUE as usize,
+        }
+    }
+}
+
+impl DriftConfig {
+    /// What a reload can change.
+    pub fn settings(&self) -> crate::drift::Settings {
+        crate::drift::Settings {
+            sample_rate: self.sample_rate,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
 }
 
 /// One app allowed to call through specgate (`[[clients]]`).
@@ -398,6 +440,10 @@ pub mod defaults {
     pub const MAX_HEADERS: u64 = 64;
     /// `limits.max_json_depth`
     pub const MAX_JSON_DEPTH: u64 = 32;
+    /// `drift.max_body_bytes`: 256 KiB.
+    pub const DRIFT_MAX_BODY_BYTES: u64 = 256 * 1024;
+    /// `drift.queue`
+    pub const DRIFT_QUEUE: u64 = 64;
 }
 
 /// Raw setting values with where each came from.
@@ -611,6 +657,32 @@ impl Sources {
                 setting,
                 format!("{} is not true or false", self.shown(setting)),
             )
+        })
+    }
+
+    fn drift(&self) -> Result<DriftConfig, ConfigError> {
+        let sample_rate = match self.values.get(DRIFT_SAMPLE_RATE.key) {
+            None => Some(1.0),
+            Some((Raw::File(toml::Value::Float(f)), _)) => Some(*f),
+            Some((Raw::File(toml::Value::Integer(n)), _)) => Some(*n as f64),
+            Some((Raw::Env(s), _)) => s.trim().parse().ok(),
+            Some((Raw::File(_), _)) => None,
+        }
+        .filter(|rate| *rate > 0.0 && *rate <= 1.0)
+        .ok_or_else(|| {
+            self.error(
+                DRIFT_SAMPLE_RATE,
+                format!(
+                    "{} is not a share of responses above 0 and at most 1",
+                    self.shown(DRIFT_SAMPLE_RATE)
+                ),
+            )
+        })?;
+        Ok(DriftConfig {
+            check: self.choice(DRIFT, &[("on", true), ("off", false)], true)?,
+            sample_rate,
+            max_body_bytes: self.usize(DRIFT_MAX_BODY_BYTES, defaults::DRIFT_MAX_BODY_BYTES)?,
+            queue: self.usize(DRIFT_QUEUE, defaults::DRIFT_QUEUE)?,
         })
     }
 
@@ -936,6 +1008,7 @@ impl Config {
         let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         let clients = s.clients(mtls)?;
         let allow_unauthenticated = s.bool(ALLOW_UNAUTHENTICATED)?;
+        let drift = s.drift()?;
         let config = Config {
             listen,
             admin_listen: s.addr(ADMIN_LISTEN, defaults::ADMIN_LISTEN)?,
@@ -977,7 +1050,7 @@ impl Config {
                     &[("allow", ReadOnly::Allow), ("refuse", ReadOnly::Refuse)],
                     ReadOnly::Allow,
                 )?,
-                responses: true,
+                responses: drift.check,
             },
             audit: audit(s)?,
             token_poll: s.ms(API_TOKEN_POLL_MS, defaults::API_TOKEN_POLL_MS)?,
@@ -996,6 +1069,7 @@ impl Config {
                 TrailingSlash::Match,
             )?,
             limits: s.limits()?,
+            drift,
         };
         // Mock mode holds no token and forwards nothing: there is nothing to protect.
         if config.exposes_token_on(listen.ip()) {

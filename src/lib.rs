@@ -17,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod drift;
 pub mod encoding;
 pub mod error;
 pub mod form;

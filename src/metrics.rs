@@ -66,6 +66,17 @@ struct ModeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriftLabels {
+    operation: Arc<str>,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RemovedLabels {
     operation: Arc<str>,
     parameter: Arc<str>,
@@ -82,6 +93,9 @@ pub struct Metrics {
     unvalidated: Family<ValidationLabels, Counter>,
     query_credentials_removed: Family<RemovedLabels, Counter>,
     request_violations: Family<ModeLabels, Counter>,
+    response_drift: Family<DriftLabels, Counter>,
+    drift_skipped: Family<ReasonLabels, Counter>,
+    drift_sample_rate: Gauge<f64, std::sync::atomic::AtomicU64>,
     upstream_latency: HistogramFamily<OperationLabels>,
     upstream_errors: Family<KindLabels, Counter>,
     in_flight: Gauge,
@@ -249,6 +263,28 @@ impl Metrics {
              enforcement mode (report)",
             request_violations.clone(),
         );
+        let response_drift = Family::<DriftLabels, Counter>::default();
+        registry.register(
+            "response_drift",
+            "Differences between upstream responses and what the document declares, by \
+             operation and kind (undeclared_status, undeclared_content_type, schema, \
+             missing_header)",
+            response_drift.clone(),
+        );
+        let drift_skipped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "response_drift_skipped",
+            "Upstream responses not checked for drift, or whose body was not parsed, by reason \
+             (sampled_out, queue_full, body_not_parsed)",
+            drift_skipped.clone(),
+        );
+        let drift_sample_rate = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "response_drift_sample_rate",
+            "The share of upstream responses checked for drift now (lowered while the check \
+             falls behind)",
+            drift_sample_rate.clone(),
+        );
         let upstream_latency: HistogramFamily<OperationLabels> =
             Family::new_with_constructor(latency_histogram);
         registry.register(
@@ -317,6 +353,9 @@ impl Metrics {
             unvalidated,
             query_credentials_removed,
             request_violations,
+            response_drift,
+            drift_skipped,
+            drift_sample_rate,
             upstream_latency,
             upstream_errors,
             in_flight,
@@ -389,6 +428,28 @@ impl Metrics {
                 mode,
             })
             .inc();
+    }
+
+    /// An upstream response differed from its declaration in a way of `kind`.
+    pub fn response_drift(&self, operation: &Arc<str>, kind: &'static str) {
+        self.response_drift
+            .get_or_create(&DriftLabels {
+                operation: operation.clone(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// A response went unchecked for drift (or its body unparsed), for `reason`.
+    pub fn drift_skipped(&self, reason: &'static str) {
+        self.drift_skipped
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// The share of responses the drift check takes now.
+    pub fn drift_sample_rate(&self, rate: f64) {
+        self.drift_sample_rate.set(rate);
     }
 
     /// The upstream answered (headers) `elapsed` after the request was forwarded.

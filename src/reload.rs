@@ -25,6 +25,7 @@ use crate::body::Body;
 use crate::client::ALLOW_ANY;
 use crate::config::{CREDENTIAL, ConfigError, OAUTH2_TOKEN_URL};
 use crate::config::{Config, TokenSource, UpstreamMode};
+use crate::drift::DriftMonitor;
 use crate::error::Chain;
 use crate::layer::auth::Clients;
 use crate::layer::credential::{CredentialPlan, Credentials};
@@ -75,6 +76,7 @@ impl Generation {
         config: Config,
         auditor: Auditor,
         metrics: Metrics,
+        drift: &Arc<DriftMonitor>,
         previous: Option<&Generation>,
     ) -> Result<Generation, StartError> {
         let spec = Arc::new(Spec::load(&config.spec)?);
@@ -147,6 +149,9 @@ impl Generation {
             },
             max_json_depth: config.limits.max_json_depth,
             enforce: config.enforce,
+            // Mock answers are the document's own: nothing to compare.
+            drift: (config.drift.check && config.mode == UpstreamMode::Proxy)
+                .then(|| drift.clone()),
             upstream: backend,
             metrics,
         }));
@@ -391,6 +396,12 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, St
         old.limits.header_read_timeout.as_millis().to_string(),
         new.limits.header_read_timeout.as_millis().to_string(),
     );
+    // The drift check's queue is made once per process.
+    check(
+        crate::config::DRIFT_QUEUE.env,
+        old.drift.queue.to_string(),
+        new.drift.queue.to_string(),
+    );
     // The audit writer and shipper are opened once per process.
     check(
         "SPECGATE_AUDIT_*",
@@ -434,6 +445,7 @@ pub struct Live {
     tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     auditor: Auditor,
     metrics: Metrics,
+    drift: Arc<DriftMonitor>,
     config_file: Option<PathBuf>,
     mock: bool,
     reloading: tokio::sync::Mutex<()>,
@@ -450,10 +462,13 @@ impl Live {
         first: Generation,
         auditor: Auditor,
         metrics: Metrics,
+        drift: Arc<DriftMonitor>,
         config_file: Option<PathBuf>,
         mock: bool,
     ) -> Self {
+        drift.configure(first.config.drift.settings());
         Live {
+            drift,
             tls: first.tls.clone().map(|tls| Arc::new(ArcSwap::new(tls))),
             current: ArcSwap::from_pointee(first),
             auditor,
@@ -478,7 +493,13 @@ impl Live {
 
     /// Replaces the current generation; requests already started keep theirs.
     pub fn swap(&self, next: Generation) {
+        self.drift.configure(next.config.drift.settings());
         self.current.store(Arc::new(next));
+    }
+
+    /// The check of upstream responses (the same for every generation).
+    pub fn drift(&self) -> &Arc<DriftMonitor> {
+        &self.drift
     }
 
     /// The audit log (the same for every generation).
@@ -537,6 +558,7 @@ impl Live {
                 config,
                 live.auditor.clone(),
                 live.metrics.clone(),
+                &live.drift,
                 Some(&previous),
             )?;
             Ok::<_, StartError>((next, restart))
@@ -626,12 +648,23 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::service_fn;
 
+    fn test_drift() -> Arc<DriftMonitor> {
+        DriftMonitor::start(
+            crate::config::DriftConfig::default().settings(),
+            1,
+            Metrics::new(),
+        )
+        .unwrap()
+    }
+
     fn mock_generation(dir: &std::path::Path) -> (Generation, Auditor) {
         let sources = Sources::load(None, &|_| None).unwrap().force_mock();
         let config = Config::from_sources(&sources).unwrap();
         let auditor =
             Auditor::open(crate::audit::AuditOptions::new(dir.join("audit.jsonl"))).unwrap();
-        let generation = Generation::build(config, auditor.clone(), Metrics::new(), None).unwrap();
+        let generation =
+            Generation::build(config, auditor.clone(), Metrics::new(), &test_drift(), None)
+                .unwrap();
         (generation, auditor)
     }
 
@@ -662,7 +695,14 @@ mod tests {
         let (mut first, auditor) = mock_generation(dir.path());
         let (release, held) = tokio::sync::oneshot::channel();
         first.service = answering("first", Some(held));
-        let live = Arc::new(Live::new(first, auditor, Metrics::new(), None, true));
+        let live = Arc::new(Live::new(
+            first,
+            auditor,
+            Metrics::new(),
+            test_drift(),
+            None,
+            true,
+        ));
         let mut serve = Serve::new(live.clone());
 
         let in_flight = tokio::spawn(serve.call(Request::new(Body::empty())));

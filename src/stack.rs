@@ -3,7 +3,7 @@
 //! ```text
 //! client ─▶ request id ─▶ observe ─▶ rescue ─▶ shed ─▶ timeout ─▶ head check ─▶ authenticate
 //!        ─▶ rate limit ─▶ body limit ─▶ route ─▶ authorize ─▶ validate ─▶ credential ─▶ audit
-//!        ─▶ upstream metrics ─▶ upstream (or, in mock mode, the spec's examples)
+//!        ─▶ drift ─▶ upstream metrics ─▶ upstream (or, in mock mode, the spec's examples)
 //! ```
 //!
 //! In a `ServiceBuilder` the first layer added is the outermost: it sees the request first and
@@ -19,10 +19,12 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::audit::Auditor;
 use crate::body::Body;
+use crate::drift::DriftMonitor;
 use crate::layer::audit::AuditLayer;
 use crate::layer::auth::{AuthenticateLayer, Clients, X_SPECGATE_KEY};
 use crate::layer::authorize::AuthorizeLayer;
 use crate::layer::credential::{CredentialLayer, CredentialPlan};
+use crate::layer::drift::DriftLayer;
 use crate::layer::head::{HeadCheckLayer, HeadLimits};
 use crate::layer::limit::BodyLimitLayer;
 use crate::layer::observe::ObserveLayer;
@@ -67,6 +69,8 @@ pub struct Parts {
     pub max_json_depth: usize,
     /// What happens to a request validation would refuse, where its operation does not say.
     pub enforce: Enforce,
+    /// The check of upstream responses against the document; `None` when it is off.
+    pub drift: Option<Arc<DriftMonitor>>,
     /// The innermost service.
     pub upstream: Backend,
     /// Where requests are counted.
@@ -125,6 +129,9 @@ where
         // Sees exactly what the upstream answered, and holds a create's 2xx until its record
         // is on disk.
         .layer(AuditLayer::new(parts.auditor))
+        // Inside the audit, so a create's record can say where its response drifted; tees the
+        // body, never holds it.
+        .layer(DriftLayer::new(parts.drift))
         // Times the upstream exchange alone and counts its failures by kind.
         .layer(UpstreamMetricsLayer::new(parts.metrics))
         .service(parts.upstream)

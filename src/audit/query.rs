@@ -298,6 +298,7 @@ mod tests {
             latency_ms: None,
             detail: None,
             violations: None,
+            drift: None,
             prev: "0".repeat(64),
             hash: "0".repeat(64),
             mac: None,

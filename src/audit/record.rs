@@ -74,6 +74,9 @@ pub struct Entry {
     pub detail: Option<String>,
     /// The refusal a create forwarded in report mode would have got: `{"kind", "at"}`.
     pub violations: Option<Arc<Value>>,
+    /// Where the upstream's response differed from what the document declares:
+    /// `{"kind", "at"}`.
+    pub drift: Option<Value>,
 }
 
 impl Entry {
@@ -94,6 +97,7 @@ impl Entry {
             latency_ms: None,
             detail: None,
             violations: None,
+            drift: None,
         }
     }
 }
@@ -141,6 +145,8 @@ struct Unsealed<'a> {
     // Absent unless set, so the records written before it existed read the same.
     #[serde(skip_serializing_if = "Option::is_none")]
     violations: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drift: Option<&'a Value>,
     prev: &'a str,
 }
 
@@ -179,6 +185,9 @@ pub struct Record {
     /// What a create forwarded in report mode would have been refused for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub violations: Option<Value>,
+    /// Where the upstream's response to the create differed from the document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Value>,
     /// The previous record's hash.
     pub prev: String,
     /// This record's hash.
@@ -271,6 +280,7 @@ pub fn seal(entry: &Entry, seq: u64, prev: &Hash, key: Option<&MacKey>, out: &mu
         latency_ms: entry.latency_ms.map(|ms| (ms * 1000.0).round() / 1000.0),
         detail: entry.detail.as_deref(),
         violations: entry.violations.as_deref(),
+        drift: entry.drift.as_ref(),
         prev: &prev_hex,
     };
     serde_json::to_writer(&mut *out, &unsealed).expect("records of strings and numbers serialise");

@@ -26,6 +26,7 @@ use tower_service::Service;
 
 use super::BoxFuture;
 use super::auth::ClientName;
+use super::drift::DriftFound;
 use super::request_id::RequestId;
 use super::validate::{ParsedBody, Reported};
 use crate::audit::{Auditor, Entry, OnError, Outcome, ResourceFields, resource_id};
@@ -243,6 +244,11 @@ where
     let whole = rest.is_none().then_some(&held[..]);
     let mut entry = create.answered(status.as_u16(), whole, latency_ms);
     entry.attempt = attempt;
+    // Checked as the body was read to its end, above.
+    entry.drift = parts
+        .extensions
+        .get::<DriftFound>()
+        .and_then(DriftFound::audit_value);
     if entry.resource_id.is_none() {
         tracing::warn!(
             request_id = create.request_id.as_deref(),

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod authorize;
 pub mod credential;
+pub mod drift;
 pub mod head;
 pub mod limit;
 pub mod observe;
