@@ -5,6 +5,9 @@
 //!   writable, the upstream's name resolves and no shutdown has begun; otherwise 503. The JSON
 //!   body names each check and why a failing one fails.
 //! - `GET /metrics`: the Prometheus text format.
+//! - `GET /drift?minutes=N`: where upstream responses differed from the document in the last
+//!   N minutes (default 60, at most a day), as JSON; `specgate drift` prints it. It names
+//!   operations, kinds and pointers, never a value.
 //! - `POST /reload`: the same as SIGHUP, answered with the outcome. Only from loopback: the
 //!   admin port may face the pod network for probes, and a reload is not theirs to ask for.
 
@@ -180,6 +183,13 @@ pub async fn handle<B>(live: Arc<Live>, req: Request<B>) -> Result<Response<Body
             METRICS_CONTENT_TYPE,
             live.metrics().render(),
         ),
+        (&Method::GET | &Method::HEAD, "/drift") => match drift_minutes(req.uri()) {
+            Some(minutes) => json_response(StatusCode::OK, &live.drift().report(minutes)),
+            None => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "minutes must be a whole number from 1 to 1440"}),
+            ),
+        },
         (&Method::POST, "/reload") if !is_loopback(peer) => json_response(
             StatusCode::FORBIDDEN,
             &json!({"reloaded": false, "error": "reloads are accepted from loopback only"}),
@@ -198,7 +208,7 @@ pub async fn handle<B>(live: Arc<Live>, req: Request<B>) -> Result<Response<Body
                 &json!({"reloaded": false, "error": error}),
             ),
         },
-        (_, "/healthz" | "/readyz" | "/metrics" | "/reload") => {
+        (_, "/healthz" | "/readyz" | "/metrics" | "/drift" | "/reload") => {
             let allow = if req.uri().path() == "/reload" {
                 "POST"
             } else {
@@ -215,10 +225,27 @@ pub async fn handle<B>(live: Arc<Live>, req: Request<B>) -> Result<Response<Body
         }
         _ => json_response(
             StatusCode::NOT_FOUND,
-            &json!({"error": "not an admin endpoint", "endpoints": ["/healthz", "/readyz", "/metrics", "/reload"]}),
+            &json!({"error": "not an admin endpoint", "endpoints": ["/healthz", "/readyz", "/metrics", "/drift", "/reload"]}),
         ),
     };
     Ok(response)
+}
+
+/// The window `GET /drift?minutes=N` asks for: an hour unless it says; `None` for a window
+/// that is not one.
+fn drift_minutes(uri: &http::Uri) -> Option<u64> {
+    let asked = uri
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("minutes="));
+    match asked {
+        None => Some(60),
+        Some(n) => n
+            .parse()
+            .ok()
+            .filter(|n| (1..=crate::drift::MAX_WINDOW_MINUTES).contains(n)),
+    }
 }
 
 fn is_loopback(peer: Option<SocketAddr>) -> bool {

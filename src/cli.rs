@@ -74,8 +74,13 @@ pub fn render_routes(rows: &[RouteRow]) -> String {
             ]
         })
         .collect();
+    table(header, &cells)
+}
+
+/// `rows` under `header`, each column as wide as its widest cell, two spaces apart.
+fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
-    for row in &cells {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
@@ -94,7 +99,7 @@ pub fn render_routes(rows: &[RouteRow]) -> String {
         out.push('\n');
     };
     line(&header);
-    for row in &cells {
+    for row in rows {
         line(&row.each_ref().map(String::as_str));
     }
     out
@@ -232,9 +237,14 @@ pub fn summary(spec: &Spec) -> String {
     )
 }
 
-/// Asks the admin listener at `addr` for `path` and returns the status code. An unspecified
-/// address (`0.0.0.0:9090`) is asked on loopback.
+/// Asks the admin listener at `addr` for `path` (an unspecified address means this host's
+/// loopback): the status it answered.
 pub fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, String> {
+    admin_get(addr, path, timeout).map(|(status, _)| status)
+}
+
+/// `GET path` from the admin listener at `addr`: the status and the body.
+pub fn admin_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
     let mut addr = addr;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
@@ -251,12 +261,65 @@ pub fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<u16, Str
         "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
     )
     .map_err(failed)?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).map_err(failed)?;
-    std::str::from_utf8(&head[9..12])
-        .ok()
+    // The admin listener answers with a length and closes: the response is all there is.
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).map_err(failed)?;
+    let not_http = || format!("{addr}: not an HTTP response");
+    let status = response
+        .get(9..12)
+        .and_then(|s| std::str::from_utf8(s).ok())
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{addr}: not an HTTP response"))
+        .ok_or_else(not_http)?;
+    let body_at = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(not_http)?;
+    Ok((
+        status,
+        String::from_utf8_lossy(&response[body_at + 4..]).into_owned(),
+    ))
+}
+
+/// What `GET /drift` answered, as aligned text: one line per operation, kind and pointer.
+pub fn render_drift(report: &serde_json::Value) -> String {
+    let header = [
+        "OPERATION",
+        "KIND",
+        "POINTER",
+        "COUNT",
+        "FIRST SEEN",
+        "LAST SEEN",
+    ];
+    let text = |row: &serde_json::Value, field: &str| match &row[field] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let rows: Vec<[String; 6]> = report["drifts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            [
+                text(row, "operation"),
+                text(row, "kind"),
+                text(row, "pointer"),
+                text(row, "count"),
+                text(row, "first_seen"),
+                text(row, "last_seen"),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "Response drift in the last {} minutes (sampling {}):\n",
+        report["minutes"], report["sample_rate"]
+    );
+    if rows.is_empty() {
+        out.push_str("none: every response checked matched the document\n");
+        return out;
+    }
+    out.push_str(&table(header, &rows));
+    out
 }
 
 #[cfg(test)]

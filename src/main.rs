@@ -71,6 +71,20 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Summarise where a running specgate saw upstream responses differ from the document in
+    /// the last N minutes: operation, kind, pointer, count, first and last seen. The report to
+    /// send a vendor. Asks the admin listener's GET /drift.
+    Drift {
+        /// How far back, in minutes (at most 1440).
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+        /// The admin address (default: what `serve` would use).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+        /// Print the endpoint's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask a running specgate's admin listener whether it is alive or ready; exits 0 on 200.
     /// For container health checks, where there is no curl.
     Probe {
@@ -126,14 +140,40 @@ fn main() -> ExitCode {
         Command::Routes { config, strict } => {
             report("routes", specgate::cli::routes(config.as_deref(), strict))
         }
+        Command::Drift {
+            minutes,
+            admin,
+            json,
+        } => {
+            let admin = admin.unwrap_or_else(configured_admin);
+            let path = format!("/drift?minutes={minutes}");
+            match specgate::cli::admin_get(admin, &path, Duration::from_secs(5)) {
+                Ok((200, body)) if json => {
+                    println!("{}", body.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Ok((200, body)) => match serde_json::from_str(&body) {
+                    Ok(report) => {
+                        print!("{}", specgate::cli::render_drift(&report));
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => {
+                        eprintln!("specgate drift: {admin}{path} is not a drift report: {error}");
+                        ExitCode::FAILURE
+                    }
+                },
+                Ok((status, _)) => {
+                    eprintln!("specgate drift: {admin}{path} answered {status}");
+                    ExitCode::FAILURE
+                }
+                Err(error) => {
+                    eprintln!("specgate drift: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Probe { endpoint, admin } => {
-            // The address `serve` would use: environment, then config file, then default.
-            let admin = admin.unwrap_or_else(|| match Config::load(None, true) {
-                Ok(config) => config.admin_listen,
-                Err(_) => config::defaults::ADMIN_LISTEN
-                    .parse()
-                    .expect("the default is an address"),
-            });
+            let admin = admin.unwrap_or_else(configured_admin);
             let path = match endpoint {
                 Endpoint::Healthz => "/healthz",
                 Endpoint::Readyz => "/readyz",
@@ -150,6 +190,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// The admin address `serve` would use: environment, then config file, then default.
+fn configured_admin() -> SocketAddr {
+    match Config::load(None, true) {
+        Ok(config) => config.admin_listen,
+        Err(_) => config::defaults::ADMIN_LISTEN
+            .parse()
+            .expect("the default is an address"),
     }
 }
 

@@ -773,3 +773,218 @@ async fn a_reload_cannot_put_the_token_behind_a_listener_anyone_can_reach() {
     assert!(body.contains("not loopback"), "{body}");
     assert!(!body.contains(CANARY_TOKEN));
 }
+
+/// The create `name` that makes the drifting stand-in answer each way.
+const AS_DECLARED: &str = "as declared";
+const WRONG_TYPES: &str = "wrong types";
+const HTML: &str = "html";
+const UNAVAILABLE: &str = "unavailable";
+
+fn create_named(name: &str) -> String {
+    VALID_CREATE.replace("Toystore, Inc.", name)
+}
+
+#[tokio::test]
+async fn a_drifting_upstream_is_reported_by_metric_log_audit_and_specgate_drift() {
+    let ca = TestCa::new();
+    // The stand-in answers as the create's `name` asks; otherwise with 201, as ActiveCampaign
+    // really does where its document declares only 200.
+    let wrong_types = CREATED.replace(r#""id":"1""#, r#""id":1"#).replace(
+        r#""isInternal":0"#,
+        &format!(r#""isInternal":"{CANARY_TOKEN}""#),
+    );
+    let answers: Arc<HashMap<&str, (u16, &'static str, String)>> = Arc::new(HashMap::from([
+        (AS_DECLARED, (200, "application/json", CREATED.to_owned())),
+        (WRONG_TYPES, (200, "application/json", wrong_types)),
+        (HTML, (200, "text/html", "<p>created</p>".to_owned())),
+        (
+            UNAVAILABLE,
+            (503, "application/json", r#"{"message":"later"}"#.to_owned()),
+        ),
+    ]));
+    let answer_for = {
+        let answers = answers.clone();
+        move |body: &[u8]| {
+            let sent: Value = serde_json::from_slice(body).unwrap_or_default();
+            sent["connection"]["name"]
+                .as_str()
+                .and_then(|name| answers.get(name).cloned())
+                .unwrap_or((201, "application/json", CREATED.to_owned()))
+        }
+    };
+    let stand_in = answer_for.clone();
+    let upstream = Upstream::start(&ca, move |seen| {
+        let (status, content_type, body) = stand_in(&seen.body);
+        Reply::With(
+            StatusCode::from_u16(status).unwrap(),
+            content_type,
+            body.into(),
+        )
+    })
+    .await;
+    // The document's 200 requires the header the stand-in always sends; an overlay declares a
+    // 503 that must say when to retry, in a header and in its body, which the stand-in's never
+    // does (that answer is not a create's 2xx: it is checked on the drift thread).
+    let overlay = ca.dir.path().join("responses.overlay.yaml");
+    std::fs::write(
+        &overlay,
+        "overlay: 1.0.0\ninfo: {title: t, version: 1.0.0}\nactions:\n  \
+         - target: \"$.paths['/connections'].post.responses['200']\"\n    update:\n      \
+           headers: {X-Upstream: {required: true, schema: {type: string}}}\n  \
+         - target: \"$.paths['/connections'].post.responses\"\n    update:\n      \
+           '503':\n        description: unavailable\n        \
+           headers: {Retry-After: {required: true, schema: {type: integer}}}\n        \
+           content: {application/json: {schema: {type: object, required: [retryIn]}}}\n",
+    )
+    .unwrap();
+    let tightening = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/activecampaign-v3.overlay.yaml"
+    );
+    let mut env = env_for(&ca, &upstream);
+    env.push((
+        "SPECGATE_OVERLAYS".into(),
+        format!("{tightening},{}", overlay.display()),
+    ));
+    let gw = Gateway::start(&env);
+
+    let names = [
+        AS_DECLARED,
+        WRONG_TYPES,
+        WRONG_TYPES,
+        HTML,
+        "undeclared",
+        UNAVAILABLE,
+    ];
+    for name in names {
+        let body = create_named(name);
+        let response = client()
+            .post(gw.url("/api/3/connections"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        // Byte for byte what the upstream answered, drift or not.
+        let (status, content_type, sent) = answer_for(body.as_bytes());
+        assert_eq!(response.status().as_u16(), status, "{name}");
+        assert_eq!(response.headers()["content-type"], content_type, "{name}");
+        assert_eq!(response.bytes().await.unwrap(), sent.as_bytes(), "{name}");
+    }
+
+    // One log line per operation, kind and pointer: the repeated wrong types are not logged
+    // twice. The 503 went through the queue, checked after its answer was sent.
+    let last = gw.wait_for_log("response drift", 6);
+    let logged: Vec<Value> = gw
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["message"] == "response drift")
+        .collect();
+    let mut places: Vec<(String, String)> = logged
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                e["pointer"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    places.sort();
+    let expected = [
+        ("missing_header", "retry-after"),
+        ("schema", "/connection/id"),
+        ("schema", "/connection/isInternal"),
+        ("schema", "/retryIn"),
+        ("undeclared_content_type", "text/html"),
+        ("undeclared_status", "201"),
+    ]
+    .map(|(k, p)| (k.to_owned(), p.to_owned()));
+    assert_eq!(places, expected, "{last}");
+    let is_internal = logged
+        .iter()
+        .find(|e| e["pointer"] == "/connection/isInternal")
+        .unwrap();
+    assert_eq!(is_internal["excerpt"], "[redacted: 30 characters]");
+    assert_eq!(is_internal["operation"], "create-connection");
+    let id = logged
+        .iter()
+        .find(|e| e["pointer"] == "/connection/id")
+        .unwrap();
+    assert_eq!(id["excerpt"], "1");
+    assert!(
+        !gw.logs().contains(CANARY_TOKEN),
+        "the token in no log line"
+    );
+
+    // Counted per kind, every time.
+    let (_, m) = metrics(&gw).await;
+    let drift = |kind: &str| {
+        m.get(&format!(
+            r#"specgate_response_drift_total{{operation="create-connection",kind="{kind}"}}"#
+        ))
+        .copied()
+    };
+    assert_eq!(drift("schema"), Some(5.0));
+    assert_eq!(drift("undeclared_content_type"), Some(1.0));
+    assert_eq!(drift("undeclared_status"), Some(1.0));
+    assert_eq!(drift("missing_header"), Some(1.0));
+
+    // Each created record says where its response drifted; the one as declared says nothing.
+    let created: Vec<Value> = gw
+        .audit_lines()
+        .into_iter()
+        .filter(|r| r["outcome"] == "created")
+        .collect();
+    assert_eq!(created.len(), 5);
+    assert_eq!(created[0]["drift"], Value::Null);
+    let wrong = json!([
+        {"kind": "schema", "at": "/connection/id"},
+        {"kind": "schema", "at": "/connection/isInternal"}
+    ]);
+    let mut first = created[1]["drift"].as_array().unwrap().clone();
+    first.sort_by_key(|d| d["at"].to_string());
+    assert_eq!(Value::Array(first), wrong);
+    assert_eq!(
+        created[3]["drift"],
+        json!([{"kind": "undeclared_content_type", "at": "text/html"}])
+    );
+    assert_eq!(
+        created[4]["drift"],
+        json!([{"kind": "undeclared_status", "at": "201"}])
+    );
+
+    // `specgate drift` prints the report a platform team sends the vendor.
+    let admin = gw.admin.to_string();
+    let (code, out, err) = specgate(&["drift", "--admin", &admin, "--minutes", "5"]);
+    assert_eq!(code, Some(0), "{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        out.lines().nth(1).unwrap().split_whitespace().next(),
+        Some("OPERATION")
+    );
+    assert_eq!(rows.len(), 6, "{out}");
+    assert_eq!(
+        &rows[0][..4],
+        ["create-connection", "schema", "/connection/id", "2"]
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[..4] == ["create-connection", "missing_header", "retry-after", "1"]),
+        "{out}"
+    );
+    let (code, json_out, _) = specgate(&["drift", "--admin", &admin, "--json"]);
+    assert_eq!(code, Some(0));
+    let report: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(report["minutes"], 60);
+    assert_eq!(report["sample_rate"], 1.0);
+    assert_eq!(report["drifts"].as_array().unwrap().len(), 6);
+    // A window that is not one is refused, not read as the default.
+    let (code, _, err) = specgate(&["drift", "--admin", &admin, "--minutes", "0"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("answered 400"), "{err}");
+}
