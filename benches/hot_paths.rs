@@ -9,8 +9,15 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, header};
 
+use http_body_util::BodyExt;
+use tower::{Layer, Service, ServiceExt};
+
 use specgate::audit::{Entry, GENESIS, Outcome, ResourceFields, seal};
+use specgate::body::Body;
+use specgate::drift::{Answer, DriftMonitor, Settings, check as drift_check};
+use specgate::layer::drift::DriftLayer;
 use specgate::layer::validate::check_request;
+use specgate::metrics::Metrics;
 use specgate::route::RouteTable;
 use specgate::spec::{Spec, SpecSource};
 
@@ -97,5 +104,75 @@ fn hot_paths(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, hot_paths);
+/// The seed's example response, as the upstream sends it: 200 and JSON.
+const ANSWER: &[u8] = br#"{"connection":{"isInternal":0,"service":"fooCommerce","externalid":"toystore123","name":"Toystore, Inc.","logoUrl":"http://example.com/i/foo.png","linkUrl":"http://example.com/foo/","listId":"1","cdate":"2017-02-02T14:56:05-06:00","udate":"2017-02-02T14:56:05-06:00","links":{"customers":"/connections/1/customers"},"id":"1"}}"#;
+
+/// What the drift check adds: on the response path (the tee, with the check on and off), and
+/// off it (the check itself, which runs on its own thread).
+fn drift(c: &mut Criterion) {
+    let spec = Spec::load(&SpecSource::default()).unwrap();
+    let table = RouteTable::new(&spec);
+    let routed = table.route(&Method::POST, "/api/3/connections").unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let responses = routed.operation.responses.as_ref().unwrap();
+    c.bench_function("drift: check a response (off the response path)", |b| {
+        b.iter(|| {
+            drift_check(
+                black_box(responses),
+                Answer {
+                    status: 200,
+                    headers: &headers,
+                    body: Some(black_box(ANSWER)),
+                },
+            )
+        })
+    });
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let settings = Settings {
+        sample_rate: 1.0,
+        max_body_bytes: 256 * 1024,
+    };
+    let monitor = DriftMonitor::start(settings, 64, Metrics::new()).unwrap();
+    // The response path as a non-create sees it (the same operation, not audited): through
+    // the layer, the body read to its end.
+    let mut doc: serde_json::Value = serde_json::from_str(specgate::spec::EMBEDDED_SPEC.1).unwrap();
+    doc["paths"]["/connections"]["post"]["x-specgate-audit"] = false.into();
+    let not_audited = Spec::compile("bench", doc).unwrap();
+    let not_audited = RouteTable::new(&not_audited);
+    let read = not_audited
+        .route(&Method::POST, "/api/3/connections")
+        .unwrap();
+    for (name, monitor) in [
+        ("drift: response path, check off", None),
+        ("drift: response path, check on", Some(monitor)),
+    ] {
+        let service = DriftLayer::new(monitor).layer(tower::service_fn(|_req| async {
+            let mut response = http::Response::new(Body::full(ANSWER));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok::<_, specgate::error::Error>(response)
+        }));
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let mut request = http::Request::new(Body::empty());
+                    request.extensions_mut().insert(read.clone());
+                    let response = service.clone().ready().await.unwrap().call(request).await;
+                    response.unwrap().into_body().collect().await.unwrap()
+                })
+            })
+        });
+    }
+}
+
+criterion_group!(benches, hot_paths, drift);
 criterion_main!(benches);
