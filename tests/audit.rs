@@ -1,7 +1,7 @@
 //! The audit log end to end: failures refuse creates before forwarding, a crash loses nothing
 //! a client was told, and the CLI reads and verifies what the gateway wrote.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,6 @@
 //! The `check`, `routes`, `probe`, `--version` and `--help` subcommands of the real binary.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Output, Stdio};
 

@@ -1,7 +1,7 @@
 //! Every credential scheme a document can declare, end to end: the real binary, a real HTTP
 //! client, a real HTTPS upstream (which, for OAuth2, is also the token endpoint).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

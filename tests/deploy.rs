@@ -4,7 +4,7 @@
 //! the manifest's env and args and asked at its probes' paths; the systemd unit through
 //! `systemd-analyze verify` where systemd exists; every setting named is one the binary reads.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

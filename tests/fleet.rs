@@ -3,7 +3,7 @@
 //! and hung connections, from two nodes into one table, over TLS; and the CLI queries and
 //! verifies the table.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The gateway end to end: the real binary, a real HTTP client, a real HTTPS upstream.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! Hostile input end to end: the real binary, real TLS, real clients, and raw bytes written the
 //! way an attacker would write them. Each test fails without the protection it names.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

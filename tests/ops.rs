@@ -1,7 +1,7 @@
 //! Operating the gateway, end to end with the real binary: readiness, metrics, graceful
 //! shutdown, live reload and mock mode.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::Arc;

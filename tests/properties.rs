@@ -2,7 +2,7 @@
 //! panic or fail on its own, and no body that fails the schema, or that could be read two ways,
 //! is ever forwarded.
 
-mod support;
+use crate::support;
 
 use http::Method;
 use proptest::prelude::*;

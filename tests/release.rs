@@ -3,7 +3,7 @@
 //! and the README's own curl command, run by a shell. And what keeps that build and the tests
 //! from compiling the dependency tree twice.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
