@@ -40,7 +40,7 @@ impl App {
         let ship_stats = config.audit.ship.as_ref().map(|_| ShipStats::new());
         audit_options.shipped = ship_stats.as_ref().map(|s| s.watermark());
         let audit_key = audit_options.key.clone();
-        let auditor = Auditor::open_observed(audit_options, Arc::new(metrics.audit.clone()))?;
+        let auditor = Auditor::open_observed(audit_options, Arc::new(metrics.audit().clone()))?;
         if let (Some(ship), Some(stats)) = (&config.audit.ship, &ship_stats) {
             metrics.watch_shipping(stats.clone());
             Shipper::new(ship.clone(), &config.audit.path, audit_key, stats.clone())

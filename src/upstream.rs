@@ -118,7 +118,9 @@ pub fn upstream_uri(base: &str, path: &str, query: Option<&str>) -> Result<Uri, 
 /// Forwards requests to the upstream.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    client: HttpsClient,
+    // Shared, not cloned per request: the client is a dozen `Arc`s, and every request's stack
+    // is a clone of this service.
+    client: Arc<HttpsClient>,
     base: Arc<str>,
     timeout: Duration,
     connect_timeout: Duration,
@@ -128,7 +130,7 @@ impl Upstream {
     /// Forwards to `config.base` through `client`.
     pub fn new(client: HttpsClient, config: &UpstreamConfig) -> Self {
         Upstream {
-            client,
+            client: Arc::new(client),
             base: Arc::from(config.base.to_string().trim_end_matches('/')),
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
