@@ -41,8 +41,13 @@ pub fn choose(headers: &HeaderMap) -> HeaderValue {
             id.clone()
         }
         _ => {
-            let id = uuid::Uuid::now_v7().hyphenated().to_string();
-            HeaderValue::from_str(&id).expect("a uuid is a valid header value")
+            // No shared counter (a lock both cores take) and a thread-local RNG (no getrandom
+            // syscall per request): ids need to be unique and time-ordered to the millisecond,
+            // not monotonic within it.
+            let id = uuid::Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext));
+            let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+            HeaderValue::from_bytes(id.hyphenated().encode_lower(&mut text).as_bytes())
+                .expect("a uuid is a valid header value")
         }
     }
 }
