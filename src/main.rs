@@ -224,6 +224,7 @@ fn serve(config: Option<PathBuf>, mock: bool) -> Result<(), StartError> {
     let config = Config::load(file.as_deref(), mock)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(memory::on_worker_idle)
         .build()
         .expect("starting the tokio runtime");
     runtime.block_on(async {

@@ -2,19 +2,42 @@
 //!
 //! The allocator is mimalloc. Under load glibc's malloc took ~11% of a forwarded request's CPU
 //! samples (arena locks, `malloc_consolidate`); with mimalloc's per-thread heaps the same
-//! requests cost 9-19% less CPU in all (A/B under wrk, issue 16). It is built without
-//! transparent huge pages: with them its arenas grew the resident size in 2 MiB steps, 22 to
-//! 39 MiB at 64 connections; without, 25 MiB.
+//! requests cost 8-18% less CPU in all (A/B under wrk, issue 16). It is built without its own
+//! `madvise(MADV_HUGEPAGE)`: with transparent huge pages in `madvise` mode (the usual
+//! default) its arenas grew the resident size in 2 MiB steps, 22 to 39 MiB at 64 connections;
+//! without, 24-26 MiB, against glibc's 22-23. (With THP set to `always` the kernel uses huge
+//! pages for any allocator's memory; `MIMALLOC_ALLOW_THP=0` in the environment opts out.)
 //!
-//! mimalloc hands a thread's free pages back itself, shortly after they are freed, the next
-//! time that thread allocates. [`trim`] does it for the rest: heaps of threads that have ended
-//! and purges still pending, so after a burst (1,000 connections at once) the footprint
-//! follows the load down as it follows it up.
+//! mimalloc schedules freed pages to go back to the OS (after a delay) and carries that out as
+//! it goes, but a thread's own heap is collected only by that thread: a worker that went idle
+//! after a burst (1,000 connections at once) kept ~40 MiB until it next got work. So each
+//! worker collects its heap when it goes idle ([`on_worker_idle`], at most once a second), and
+//! [`trim`] carries out every scheduled purge every 10 s: the footprint follows the load down as
+//! it follows it up.
 
-use std::time::Duration;
+use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// For the runtime's `on_thread_park`: when a worker goes idle, at most once a second, it
+/// collects its own heap (mimalloc frees a heap's empty pages only on the thread that owns it).
+pub fn on_worker_idle() {
+    thread_local! {
+        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    if LAST
+        .get()
+        .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
+    {
+        return;
+    }
+    LAST.set(Some(now));
+    // SAFETY: mi_collect collects the calling thread's heap; no preconditions.
+    unsafe { libmimalloc_sys::mi_collect(false) }
+}
 
 /// How often free memory is handed back.
 pub const TRIM_EVERY: Duration = Duration::from_secs(10);
@@ -31,11 +54,11 @@ pub async fn trim_periodically() {
     }
 }
 
-/// Returns the free pages of ended threads' heaps and every pending purge to the operating
-/// system.
+/// Carries out every purge mimalloc has scheduled (pages freed back to its arenas by any
+/// thread) and collects the calling thread's own heap.
 pub fn trim() {
-    // SAFETY: mi_collect walks mimalloc's own heaps and purges their free pages; it has no
-    // preconditions and may be called from any thread.
+    // SAFETY: mi_collect collects the calling thread's heap and purges mimalloc's arenas; it
+    // has no preconditions and may be called from any thread.
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
