@@ -523,7 +523,7 @@ fn walk(path: &Path) -> Vec<PathBuf> {
     }
 }
 
-/// The target directory this test binary was built into (`<target>/release/deps/deploy-…`).
+/// The target directory this test binary was built into (`<target>/release/deps/integration-…`).
 fn target_dir() -> PathBuf {
     std::env::current_exe()
         .unwrap()

@@ -144,3 +144,25 @@ fn the_binary_and_the_tests_share_the_features_of_their_common_crates() {
         "declare the dev-dependencies' features of the others in Cargo.toml"
     );
 }
+
+#[test]
+fn every_test_file_is_compiled() {
+    // With autotests off, a tests/*.rs file not declared in tests/main.rs would never run.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
+    let main = std::fs::read_to_string(format!("{dir}/main.rs")).unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if path.extension().is_some_and(|e| e == "rs") && stem != "main" {
+            assert!(
+                main.lines().any(|l| l == format!("mod {stem};")),
+                "tests/{stem}.rs is not declared in tests/main.rs, so it never runs"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "found only {checked} test files");
+}

@@ -1,7 +1,7 @@
 //! Real parts for end-to-end tests: a CA made with rcgen, an HTTPS upstream on 127.0.0.1, and
 //! the specgate binary run as a child process on port 0.
 
-#![allow(dead_code)] // each test file uses its own subset
+#![allow(dead_code)] // not every helper is used by every configuration of the tests
 
 pub mod ca;
 pub mod path_oracle;
