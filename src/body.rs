@@ -55,6 +55,19 @@ impl Body {
         }
     }
 
+    /// A copy of `req` that can be sent in its place, if its body can be sent again (see
+    /// [`Body::replayable`]): method, URI, version, headers and extensions, and the same bytes.
+    pub fn copy_if_replayable(req: &http::Request<Body>) -> Option<http::Request<Body>> {
+        let body = req.body().replayable()?;
+        let mut copy = http::Request::new(Body::full(body));
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = req.uri().clone();
+        *copy.version_mut() = req.version();
+        *copy.headers_mut() = req.headers().clone();
+        *copy.extensions_mut() = req.extensions().clone();
+        Some(copy)
+    }
+
     /// Wraps any other body.
     pub fn new<B>(body: B) -> Self
     where
@@ -137,6 +150,37 @@ mod tests {
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(3));
         let collected = body.collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"abc");
+    }
+
+    #[tokio::test]
+    async fn a_request_held_in_memory_is_copied_whole_and_a_streaming_one_is_not() {
+        let req = http::Request::post("/connections?x=1")
+            .header("api-token", "t")
+            .extension(7u8)
+            .body(Body::full("abc"))
+            .unwrap();
+        let copy = Body::copy_if_replayable(&req).unwrap();
+        assert_eq!(copy.method(), "POST");
+        assert_eq!(copy.uri(), "/connections?x=1");
+        assert_eq!(copy.headers()["api-token"], "t");
+        assert_eq!(copy.extensions().get::<u8>(), Some(&7));
+        let bytes = copy.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"abc");
+
+        /// A body still arriving.
+        struct Streaming;
+        impl http_body::Body for Streaming {
+            type Data = Bytes;
+            type Error = BoxError;
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+                Poll::Pending
+            }
+        }
+        let req = http::Request::new(Body::new(Streaming));
+        assert!(Body::copy_if_replayable(&req).is_none());
     }
 
     #[test]

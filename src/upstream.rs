@@ -172,7 +172,23 @@ impl Service<Request<Body>> for Upstream {
             *outbound.uri_mut() = uri?;
             *outbound.version_mut() = Version::HTTP_11; // the client moves to h2 if ALPN says so
             *outbound.headers_mut() = parts.headers;
-            let response = match tokio::time::timeout(timeout, client.request(outbound)).await {
+            // Taken before sending, for the one case where sending again is safe.
+            let again = Body::copy_if_replayable(&outbound);
+            let exchange = async {
+                match client.request(outbound).await {
+                    Err(e) if was_not_processed(&e) && again.is_some() => {
+                        tracing::debug!(
+                            target: "specgate::upstream",
+                            error = %e,
+                            "the upstream did not process the request; sending it again"
+                        );
+                        client.request(again.expect("checked")).await
+                    }
+                    result => result,
+                }
+            };
+            // One deadline for both attempts.
+            let response = match tokio::time::timeout(timeout, exchange).await {
                 Err(_) => {
                     return Err(Error::UpstreamTimeout {
                         timeout_ms: timeout.as_millis() as u64,
@@ -186,6 +202,24 @@ impl Service<Request<Body>> for Upstream {
             Ok(Response::from_parts(parts, Body::from(body)))
         })
     }
+}
+
+/// Whether the upstream said it did not process the request, so that sending it again cannot
+/// do anything twice (RFC 9113 §8.7): its HTTP/2 stream was above the last one a graceful
+/// GOAWAY (`NO_ERROR`) said was processed, or it was refused with `REFUSED_STREAM`. Servers
+/// send such a GOAWAY routinely (nginx after `keepalive_requests`), and a request crossing it
+/// would otherwise fail with a 502. A GOAWAY with an error code is not enough: h2 then fails
+/// every open stream alike, processed or not; nor is a connection that just closes.
+pub fn was_not_processed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let Some(h2) = crate::error::find_cause::<h2::Error>(error) else {
+        return false;
+    };
+    h2.is_remote()
+        && match h2.reason() {
+            Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
+            Some(h2::Reason::REFUSED_STREAM) => h2.is_reset(),
+            _ => false,
+        }
 }
 
 /// Names what went wrong with the upstream: TLS, connect, connect timeout, or the exchange.

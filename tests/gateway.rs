@@ -2,6 +2,9 @@
 
 use crate::support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::*;
@@ -517,6 +520,104 @@ async fn an_upstream_with_an_untrusted_certificate_is_a_502() {
         upstream.requests().is_empty(),
         "no request crosses an unverified connection"
     );
+}
+
+/// An HTTP/2 upstream in front of `upstream` whose first connection, on the request's HEADERS,
+/// answers a graceful GOAWAY (`NO_ERROR`) saying `last_processed` was the last stream it
+/// processed, and closes; every later connection is passed through to `upstream` byte for byte.
+/// Counts the connections it accepted.
+async fn goaway_once(
+    ca: &TestCa,
+    upstream: std::net::SocketAddr,
+    last_processed: u32,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server.clone());
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            if counted.fetch_add(1, Ordering::SeqCst) > 0 {
+                tokio::spawn(async move {
+                    let mut to = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut to).await;
+                });
+                continue;
+            }
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+            let mut preface = [0u8; 24];
+            tls.read_exact(&mut preface).await.unwrap();
+            assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+            tls.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // SETTINGS
+            loop {
+                let mut head = [0u8; 9];
+                tls.read_exact(&mut head).await.unwrap();
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let mut payload = vec![0u8; len];
+                tls.read_exact(&mut payload).await.unwrap();
+                match (head[3], head[4] & 1) {
+                    // The client's SETTINGS: acknowledged.
+                    (4, 0) => tls.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await.unwrap(),
+                    // The request's HEADERS: GOAWAY, last stream id, NO_ERROR.
+                    (1, _) => {
+                        let mut goaway = vec![0, 0, 8, 7, 0, 0, 0, 0, 0];
+                        goaway.extend_from_slice(&last_processed.to_be_bytes());
+                        goaway.extend_from_slice(&0u32.to_be_bytes());
+                        tls.write_all(&goaway).await.unwrap();
+                        tls.shutdown().await.unwrap();
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_create_the_upstream_did_not_process_is_sent_again_once() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let (front, accepted) = goaway_once(&ca, upstream.addr, 0).await;
+    let mut env = env_for(&ca, &upstream);
+    env[0].1 = format!("https://localhost:{}/api/3", front.port());
+    let gw = Gateway::start(&env);
+    let response = post(&gw, "/connections", "application/json", VALID_CREATE).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.text().await.unwrap(), CREATED);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "a second connection");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(&seen[0].body[..], VALID_CREATE.as_bytes());
+    assert_eq!(seen[0].headers["api-token"], CANARY_TOKEN);
+    let outcomes: Vec<_> = gw
+        .audit_lines()
+        .iter()
+        .map(|r| r["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("attempted"), json!("created")]);
+}
+
+#[tokio::test]
+async fn a_create_the_upstream_may_have_processed_is_never_sent_again() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    // The GOAWAY names the request's stream (1) as processed, then the connection closes
+    // before an answer: the create may exist upstream, so it must not be made twice.
+    let (front, accepted) = goaway_once(&ca, upstream.addr, 1).await;
+    let mut env = env_for(&ca, &upstream);
+    env[0].1 = format!("https://localhost:{}/api/3", front.port());
+    let gw = Gateway::start(&env);
+    let (status, problem) =
+        problem(post(&gw, "/connections", "application/json", VALID_CREATE).await).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(problem["type"], "urn:specgate:problem:upstream-protocol");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "no second connection");
+    assert!(upstream.requests().is_empty());
 }
 
 #[tokio::test]

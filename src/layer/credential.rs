@@ -298,15 +298,7 @@ impl OAuth2Request {
         })?;
         let access = cache.get(&self.url, &self.scopes, &self.token).await?;
         // What a second attempt needs, taken before the body is sent.
-        let again = req.body().replayable().map(|body| {
-            let mut copy = Request::new(Body::full(body));
-            *copy.method_mut() = req.method().clone();
-            *copy.uri_mut() = req.uri().clone();
-            *copy.version_mut() = req.version();
-            *copy.headers_mut() = req.headers().clone();
-            *copy.extensions_mut() = req.extensions().clone();
-            copy
-        });
+        let again = Body::copy_if_replayable(&req);
         req.headers_mut()
             .insert(AUTHORIZATION, access.authorization().clone());
         let response = inner.ready().await?.call(req).await?;
