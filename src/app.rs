@@ -14,6 +14,7 @@ use crate::config::{Config, UpstreamMode};
 use crate::drift::DriftMonitor;
 use crate::metrics::Metrics;
 use crate::reload::{Generation, Live, Serve};
+use crate::shard::Shards;
 pub use crate::startup::StartError;
 use crate::{admin, server};
 
@@ -23,6 +24,8 @@ pub struct App {
     live: Arc<Live>,
     /// The audit shipper's counters and lag, when shipping to PostgreSQL is on.
     pub ship_stats: Option<Arc<ShipStats>>,
+    /// Called by each serving thread when it goes idle.
+    on_park: fn(),
 }
 
 impl App {
@@ -61,7 +64,14 @@ impl App {
         Ok(App {
             live: Arc::new(Live::new(first, auditor, metrics, drift, config_file, mock)),
             ship_stats,
+            on_park: || {},
         })
+    }
+
+    /// Has each serving thread call `hook` when it goes idle (the binary's allocator policy).
+    pub fn on_worker_park(mut self, hook: fn()) -> Self {
+        self.on_park = hook;
+        self
     }
 
     /// The running gateway's state.
@@ -80,6 +90,9 @@ impl App {
         let (proxy, listen) = bind("SPECGATE_LISTEN", config.listen).await?;
         self.live.set_bound(listen);
         let (admin, admin_listen) = bind("SPECGATE_ADMIN_LISTEN", config.admin_listen).await?;
+        // Proxy connections are served on these; everything else (admin, signals, reloads,
+        // background tasks) stays on the runtime this runs on.
+        let shards = Shards::start(config.workers, self.on_park).map_err(StartError::Workers)?;
         let limits = &config.limits;
         let listening = server::Listening {
             header_read_timeout: limits.header_read_timeout,
@@ -137,6 +150,7 @@ impl App {
                     unknown_routes = ?config.unknown_routes,
                     audit_log = %config.audit.path.display(),
                     shutdown_grace_ms = config.shutdown_grace.as_millis() as u64,
+                    workers = shards.len(),
                     $($message)+
                 )
             };
@@ -164,6 +178,7 @@ impl App {
                     admin,
                     service,
                     &listening,
+                    None,
                     stop.notified(),
                     Duration::from_secs(1),
                 )
@@ -203,6 +218,7 @@ impl App {
             proxy,
             Serve::new(self.live.clone()),
             &listening,
+            Some(&shards),
             shutdown,
             grace,
         )

@@ -59,6 +59,7 @@ settings! {
     AUDIT_MAX_FILE_BYTES = "audit.max_file_bytes", "SPECGATE_AUDIT_MAX_FILE_BYTES";
     AUDIT_KEEP_FILES = "audit.keep_files", "SPECGATE_AUDIT_KEEP_FILES";
     SHUTDOWN_GRACE_MS = "shutdown_grace_ms", "SPECGATE_SHUTDOWN_GRACE_MS";
+    WORKERS = "workers", "SPECGATE_WORKERS";
     UPSTREAM_MODE = "upstream.mode", "SPECGATE_UPSTREAM_MODE";
     MOCK_DYNAMIC = "upstream.mock_dynamic", "SPECGATE_MOCK_DYNAMIC";
     AUDIT_POSTGRES_URL = "audit.postgres_url", "SPECGATE_AUDIT_POSTGRES_URL";
@@ -140,6 +141,9 @@ pub struct Config {
     pub mock_dynamic: bool,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Serving threads, each a single-threaded runtime with its own upstream connections
+    /// (default: the CPUs the process may use). Needs a restart to change.
+    pub workers: usize,
     /// The upstream.
     pub upstream: UpstreamConfig,
     /// The spec and its overlays.
@@ -413,6 +417,10 @@ pub mod defaults {
     pub const AUDIT_SYNC_INTERVAL_MS: u64 = 100;
     /// `audit.max_file_bytes`: 64 MiB.
     pub const AUDIT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+    /// `workers`: the CPUs this process may use (its cgroup's quota included), at least one.
+    pub fn workers() -> u64 {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+    }
     /// `shutdown_grace_ms`
     pub const SHUTDOWN_GRACE_MS: u64 = 20_000;
     /// The upstream URL in mock mode when none is configured: nothing is ever sent to it, and
@@ -1018,6 +1026,7 @@ impl Config {
             token,
             mode,
             shutdown_grace: s.ms(SHUTDOWN_GRACE_MS, defaults::SHUTDOWN_GRACE_MS)?,
+            workers: s.usize(WORKERS, defaults::workers())?,
             upstream: UpstreamConfig {
                 base: match upstream_base(s) {
                     Err(_) if mock && s.string(UPSTREAM)?.is_none() => {

@@ -33,6 +33,7 @@ pub mod route;
 pub mod router;
 pub mod scheme;
 pub mod server;
+pub mod shard;
 pub mod spec;
 pub mod stack;
 pub mod startup;

@@ -231,7 +231,7 @@ fn serve(config: Option<PathBuf>, mock: bool) -> Result<(), StartError> {
         // The allocator's policy is the binary's, like its choice: the library has no unsafe.
         let _trim =
             tokio_util::task::AbortOnDropHandle::new(tokio::spawn(memory::trim_periodically()));
-        let app = App::build(config, file, mock)?;
+        let app = App::build(config, file, mock)?.on_worker_park(memory::on_worker_idle);
         // Loading a large document frees far more than it keeps (the parsed document itself):
         // hand that back before serving rather than at the first periodic trim.
         memory::trim();

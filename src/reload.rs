@@ -109,11 +109,15 @@ impl Generation {
                 None,
             ),
             UpstreamMode::Proxy => {
-                let client = upstream::client(&config.upstream)?;
+                // One pool per serving thread, so a request and its upstream connection are
+                // served by the same thread.
+                let clients = (0..config.workers.max(1))
+                    .map(|_| upstream::client(&config.upstream))
+                    .collect::<Result<Vec<_>, _>>()?;
                 // Token endpoints are reached like the upstream: same pool, same trust roots.
-                let oauth2 = TokenCache::new(client.clone(), config.upstream.timeout);
+                let oauth2 = TokenCache::new(clients[0].clone(), config.upstream.timeout);
                 (
-                    Either::Left(Upstream::new(client, &config.upstream)),
+                    Either::Left(Upstream::new(clients, &config.upstream)),
                     Some(Arc::new(oauth2)),
                 )
             }
@@ -372,6 +376,11 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, St
         crate::config::AUDIT_LOG.env,
         old.audit.path.display().to_string(),
         new.audit.path.display().to_string(),
+    );
+    check(
+        crate::config::WORKERS.env,
+        old.workers.to_string(),
+        new.workers.to_string(),
     );
     check(
         crate::config::SHUTDOWN_GRACE_MS.env,
@@ -734,5 +743,22 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].0, "SPECGATE_LISTEN");
         assert!(restart_only_changes(&sources("127.0.0.1:1"), &sources("127.0.0.1:1")).is_empty());
+    }
+
+    #[test]
+    fn the_serving_threads_need_a_restart_and_are_at_least_one() {
+        let workers = |n: &'static str| {
+            Config::from_sources(
+                &Sources::load(None, &move |name| {
+                    (name == "SPECGATE_WORKERS").then(|| n.to_owned())
+                })
+                .unwrap()
+                .force_mock(),
+            )
+        };
+        let changes = restart_only_changes(&workers("1").unwrap(), &workers("4").unwrap());
+        assert_eq!(changes, [("SPECGATE_WORKERS", "1".into(), "4".into())]);
+        let refused = workers("0").unwrap_err().to_string();
+        assert!(refused.contains("SPECGATE_WORKERS"), "{refused}");
     }
 }

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
@@ -27,6 +27,7 @@ use crate::body::Body;
 use crate::conn::HeadDeadline;
 use crate::layer::auth::PeerCertificate;
 use crate::layer::observe::PeerAddr;
+use crate::shard::Shards;
 
 /// How connections are accepted and bounded.
 #[derive(Clone, Debug)]
@@ -57,11 +58,13 @@ impl Default for Listening {
 }
 
 /// Serves `service` on `listener` until `shutdown` completes, then waits up to `grace` for
-/// open connections to finish their requests.
+/// open connections to finish their requests. Each connection is served on one of `shards`
+/// if given, else on the runtime that accepted it.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
     listening: &Listening,
+    shards: Option<&Shards>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) where
@@ -116,7 +119,7 @@ pub async fn serve<S>(
                 });
                 let (builder, tls) = (builder.clone(), tls.clone());
                 let watcher = graceful.watcher();
-                tokio::spawn(async move {
+                let connection = move |stream: TcpStream| async move {
                     let _slot = slot;
                     let result = match tls {
                         None => {
@@ -160,7 +163,23 @@ pub async fn serve<S>(
                     if let Err(error) = result {
                         tracing::debug!(error = %error, "connection closed with an error");
                     }
-                });
+                };
+                match shards {
+                    None => {
+                        tokio::spawn(connection(stream));
+                    }
+                    Some(shards) => match stream.into_std() {
+                        Ok(stream) => shards.spawn(async move {
+                            // Registered with the shard's own reactor: its readiness wakes
+                            // only the shard.
+                            match TcpStream::from_std(stream) {
+                                Ok(stream) => connection(stream).await,
+                                Err(error) => tracing::warn!(%error, "could not move a connection to a serving thread"),
+                            }
+                        }),
+                        Err(error) => tracing::warn!(%error, "could not move a connection to a serving thread"),
+                    },
+                }
             }
             () = &mut shutdown => break,
         }

@@ -29,6 +29,9 @@ pub enum StartError {
     /// Inbound TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
+    /// The serving threads could not be started.
+    #[error("cannot start the serving threads: {0}")]
+    Workers(#[source] std::io::Error),
     /// A listener could not be bound.
     #[error("{setting} ({addr}): cannot listen: {source}")]
     Bind {

@@ -118,19 +118,21 @@ pub fn upstream_uri(base: &str, path: &str, query: Option<&str>) -> Result<Uri, 
 /// Forwards requests to the upstream.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    // Shared, not cloned per request: the client is a dozen `Arc`s, and every request's stack
-    // is a clone of this service.
-    client: Arc<HttpsClient>,
+    // One per serving thread (see `shard`). Shared, not cloned per request: a client is a
+    // dozen `Arc`s, and every request's stack is a clone of this service.
+    clients: Arc<[HttpsClient]>,
     base: Arc<str>,
     timeout: Duration,
     connect_timeout: Duration,
 }
 
 impl Upstream {
-    /// Forwards to `config.base` through `client`.
-    pub fn new(client: HttpsClient, config: &UpstreamConfig) -> Self {
+    /// Forwards to `config.base` through `clients`, the one of the serving thread a request
+    /// is on (the first off those threads). `clients` must not be empty.
+    pub fn new(clients: Vec<HttpsClient>, config: &UpstreamConfig) -> Self {
+        assert!(!clients.is_empty(), "an upstream needs a client");
         Upstream {
-            client: Arc::new(client),
+            clients: clients.into(),
             base: Arc::from(config.base.to_string().trim_end_matches('/')),
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
@@ -164,7 +166,8 @@ impl Service<Request<Body>> for Upstream {
         parts.headers.remove(header::HOST);
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::EXPECT);
-        let client = self.client.clone();
+        let clients = self.clients.clone();
+        let shard = crate::shard::current().unwrap_or(0) % clients.len();
         let (timeout, connect_timeout) = (self.timeout, self.connect_timeout);
         Box::pin(async move {
             let mut outbound = Request::new(body);
@@ -172,6 +175,7 @@ impl Service<Request<Body>> for Upstream {
             *outbound.uri_mut() = uri?;
             *outbound.version_mut() = Version::HTTP_11; // the client moves to h2 if ALPN says so
             *outbound.headers_mut() = parts.headers;
+            let client = &clients[shard];
             // Taken before sending, for the one case where sending again is safe.
             let again = Body::copy_if_replayable(&outbound);
             let exchange = async {

@@ -621,6 +621,39 @@ async fn a_create_the_upstream_may_have_processed_is_never_sent_again() {
 }
 
 #[tokio::test]
+async fn connections_spread_over_the_serving_threads_each_forward_through_its_own_pool() {
+    let ca = TestCa::new();
+    let upstream = Upstream::created(&ca).await;
+    let mut env = env_for(&ca, &upstream);
+    env.push(("SPECGATE_WORKERS".into(), "3".into()));
+    let gw = Gateway::start(&env);
+    assert_eq!(gw.wait_for_log("specgate ready", 1)["workers"], 3);
+    // A client (and so a connection) each: the connections go to the threads in turn.
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        let response = client()
+            .post(gw.url("/connections"))
+            .header("content-type", "application/json")
+            .body(VALID_CREATE)
+            .send()
+            .await
+            .unwrap();
+        answers.push((response.status(), response.text().await.unwrap()));
+    }
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::CREATED);
+        assert_eq!(body, CREATED);
+    }
+    assert_eq!(upstream.requests().len(), 6);
+    let outcomes: Vec<_> = gw
+        .audit_lines()
+        .iter()
+        .map(|r| r["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == "created").count(), 6);
+}
+
+#[tokio::test]
 async fn a_slow_upstream_is_a_504() {
     let ca = TestCa::new();
     let upstream = Upstream::start(&ca, |_| Reply::Hang).await;
