@@ -1,5 +1,5 @@
-//! The upstream: one pooled HTTPS client, and the innermost service that forwards a routed,
-//! validated, credentialed request to it.
+//! The upstream: a pooled HTTPS client per serving thread, and the innermost service that
+//! forwards a routed, validated, credentialed request to it.
 //!
 //! TLS is rustls (TLS 1.2 and 1.3, ring), trusting the web PKI roots plus any extra CA the
 //! operator configures; SNI and certificate checks use the upstream's host. HTTP/2 is used when
@@ -176,14 +176,21 @@ impl Service<Request<Body>> for Upstream {
             *outbound.version_mut() = Version::HTTP_11; // the client moves to h2 if ALPN says so
             *outbound.headers_mut() = parts.headers;
             let client = &clients[shard];
-            // Taken before sending, for the one case where sending again is safe.
-            let again = Body::copy_if_replayable(&outbound);
+            // Taken before sending, for the one case where sending again is safe. A request
+            // without a body goes out as one HEADERS frame, which hyper can fail with the
+            // connection's GOAWAY after sending it when its connection task runs on another
+            // thread: only an idempotent one is sent again then. A body is only sent after that
+            // point, so a request with one was never complete upstream.
+            let again = Body::copy_if_replayable(&outbound).filter(|copy| {
+                copy.method().is_idempotent()
+                    || http_body::Body::size_hint(copy.body()).exact() != Some(0)
+            });
             let exchange = async {
                 match client.request(outbound).await {
                     Err(e) if was_not_processed(&e) && again.is_some() => {
                         tracing::debug!(
                             target: "specgate::upstream",
-                            error = %e,
+                            error = %crate::error::Chain(&e),
                             "the upstream did not process the request; sending it again"
                         );
                         client.request(again.expect("checked")).await
@@ -212,8 +219,9 @@ impl Service<Request<Body>> for Upstream {
 /// do anything twice (RFC 9113 §8.7): its HTTP/2 stream was above the last one a graceful
 /// GOAWAY (`NO_ERROR`) said was processed, or it was refused with `REFUSED_STREAM`. Servers
 /// send such a GOAWAY routinely (nginx after `keepalive_requests`), and a request crossing it
-/// would otherwise fail with a 502. A GOAWAY with an error code is not enough: h2 then fails
-/// every open stream alike, processed or not; nor is a connection that just closes.
+/// would otherwise fail with a 502. A GOAWAY with an error code is left alone (the connection
+/// is being torn down, and the retry keeps to what servers do routinely), and so is a
+/// connection that just closes: its open streams may have been processed.
 pub fn was_not_processed(error: &(dyn std::error::Error + 'static)) -> bool {
     let Some(h2) = crate::error::find_cause::<h2::Error>(error) else {
         return false;
