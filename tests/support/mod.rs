@@ -132,6 +132,8 @@ impl TestCa {
 /// A request the upstream received.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    /// The address of the connection it came on (specgate's side of it).
+    pub peer: SocketAddr,
     pub method: http::Method,
     pub uri: http::Uri,
     pub version: Version,
@@ -195,7 +197,7 @@ impl Upstream {
         let arrived = Arc::new(arrived);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else {
+                let Ok((tcp, peer)) = listener.accept().await else {
                     continue;
                 };
                 let acceptor = acceptor.clone();
@@ -218,6 +220,7 @@ impl Upstream {
                                 .map(|c| c.to_bytes())
                                 .unwrap_or_default();
                             let seen = Seen {
+                                peer,
                                 method: parts.method,
                                 uri: parts.uri,
                                 version: parts.version,
