@@ -395,6 +395,9 @@ pub fn read_mac_key(path: &Path) -> Result<MacKey, ConfigError> {
     Ok(MacKey::new(trimmed.to_vec()))
 }
 
+/// Most serving threads (`workers`): each holds an upstream pool and a thread.
+pub const MAX_WORKERS: usize = 1024;
+
 /// The defaults, as documented in `config/specgate.toml`.
 pub mod defaults {
     /// `listen`
@@ -716,6 +719,16 @@ impl Sources {
         })
     }
 
+    fn workers(&self) -> Result<usize, ConfigError> {
+        match self.usize(WORKERS, defaults::workers())? {
+            n if n > MAX_WORKERS => Err(self.error(
+                WORKERS,
+                format!("at most {MAX_WORKERS} serving threads are supported"),
+            )),
+            n => Ok(n),
+        }
+    }
+
     fn tls(&self) -> Result<Option<TlsConfig>, ConfigError> {
         let cert = self.string(TLS_CERT)?;
         let key = self.string(TLS_KEY)?;
@@ -1026,7 +1039,7 @@ impl Config {
             token,
             mode,
             shutdown_grace: s.ms(SHUTDOWN_GRACE_MS, defaults::SHUTDOWN_GRACE_MS)?,
-            workers: s.usize(WORKERS, defaults::workers())?,
+            workers: s.workers()?,
             upstream: UpstreamConfig {
                 base: match upstream_base(s) {
                     Err(_) if mock && s.string(UPSTREAM)?.is_none() => {

@@ -114,7 +114,8 @@ impl Generation {
                 let clients = (0..config.workers.max(1))
                     .map(|_| upstream::client(&config.upstream))
                     .collect::<Result<Vec<_>, _>>()?;
-                // Token endpoints are reached like the upstream: same pool, same trust roots.
+                // Token endpoints are reached like the upstream, with the same trust roots
+                // (through the first serving thread's pool).
                 let oauth2 = TokenCache::new(clients[0].clone(), config.upstream.timeout);
                 (
                     Either::Left(Upstream::new(clients, &config.upstream)),
@@ -563,6 +564,11 @@ impl Live {
                 }));
             }
             let restart = restart_only_changes(&previous.config, &config);
+            // The serving threads stay as started: one upstream pool for each.
+            let config = Config {
+                workers: previous.config.workers,
+                ..config
+            };
             let next = Generation::build(
                 config,
                 live.auditor.clone(),
@@ -758,7 +764,9 @@ mod tests {
         };
         let changes = restart_only_changes(&workers("1").unwrap(), &workers("4").unwrap());
         assert_eq!(changes, [("SPECGATE_WORKERS", "1".into(), "4".into())]);
-        let refused = workers("0").unwrap_err().to_string();
-        assert!(refused.contains("SPECGATE_WORKERS"), "{refused}");
+        for bad in ["0", "1025", "18446744073709551615"] {
+            let refused = workers(bad).unwrap_err().to_string();
+            assert!(refused.contains("SPECGATE_WORKERS"), "{bad}: {refused}");
+        }
     }
 }

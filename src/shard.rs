@@ -42,6 +42,9 @@ impl Shards {
                 .name(format!("specgate-shard-{index}"))
                 .spawn(move || {
                     INDEX.with(|i| i.set(Some(index)));
+                    // Only a panic ends a serving thread; its share of connections would then
+                    // be dropped unanswered, so the process goes down for its supervisor.
+                    let _abort = AbortOnExit(index);
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .on_thread_park(on_park)
@@ -81,6 +84,16 @@ impl Shards {
     {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         self.handles[index].spawn(task);
+    }
+}
+
+/// Aborts the process when a serving thread unwinds.
+struct AbortOnExit(usize);
+
+impl Drop for AbortOnExit {
+    fn drop(&mut self) {
+        tracing::error!(shard = self.0, "a serving thread stopped; exiting");
+        std::process::abort();
     }
 }
 
