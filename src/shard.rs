@@ -1,8 +1,8 @@
 //! Serving threads: one single-threaded tokio runtime per core ("shard"), each on a thread of
 //! its own. An accepted connection is moved onto one shard and lives there until it closes,
 //! with every task its requests spawn and the upstream connections they use (one upstream
-//! client per shard, [`current`] says which). A request then never wakes another thread but to
-//! write its audit record.
+//! client per shard, [`current`] says which). A request's own work then stays on one thread;
+//! the audit writer and the drift check keep threads of their own.
 //!
 //! Why: on a work-stealing runtime each hand-off between a request's tasks (the connection,
 //! hyper's upstream dispatch and h2 tasks, the forwarded create) may wake the other, parked
@@ -42,15 +42,16 @@ impl Shards {
                 .name(format!("specgate-shard-{index}"))
                 .spawn(move || {
                     INDEX.with(|i| i.set(Some(index)));
-                    // Only a panic ends a serving thread; its share of connections would then
-                    // be dropped unanswered, so the process goes down for its supervisor.
-                    let _abort = AbortOnExit(index);
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .on_thread_park(on_park)
                         .build();
                     match runtime {
                         Ok(runtime) => {
+                            // Only a panic ends a serving thread from here on; its share of
+                            // connections would then be dropped unanswered, so the process
+                            // goes down for its supervisor.
+                            let _abort = AbortOnExit(index);
                             let _ = tx.send(Ok(runtime.handle().clone()));
                             runtime.block_on(std::future::pending::<()>());
                         }
