@@ -546,37 +546,41 @@ async fn goaway_once(
                 });
                 continue;
             }
-            let mut tls = acceptor.accept(tcp).await.unwrap();
-            assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-            let mut preface = [0u8; 24];
-            tls.read_exact(&mut preface).await.unwrap();
-            assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-            tls.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // SETTINGS
-            loop {
-                let mut head = [0u8; 9];
-                tls.read_exact(&mut head).await.unwrap();
-                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-                let mut payload = vec![0u8; len];
-                tls.read_exact(&mut payload).await.unwrap();
-                match (head[3], head[4] & 1) {
-                    // The client's SETTINGS: acknowledged.
-                    (4, 0) => tls.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await.unwrap(),
-                    // The request's HEADERS: GOAWAY, last stream id, NO_ERROR.
-                    (1, _) => {
-                        let mut goaway = vec![0, 0, 8, 7, 0, 0, 0, 0, 0];
-                        goaway.extend_from_slice(&last_processed.to_be_bytes());
-                        goaway.extend_from_slice(&0u32.to_be_bytes());
-                        tls.write_all(&goaway).await.unwrap();
-                        // Closed for writing, then drained: a close with unread bytes would
-                        // be a reset, which could reach the client before the GOAWAY does.
-                        tls.shutdown().await.unwrap();
-                        let mut rest = Vec::new();
-                        let _ = tls.read_to_end(&mut rest).await;
-                        break;
+            // On a task of its own: the accept loop must not wait for this connection to end.
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut tls = acceptor.accept(tcp).await.unwrap();
+                assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+                let mut preface = [0u8; 24];
+                tls.read_exact(&mut preface).await.unwrap();
+                assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+                tls.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // SETTINGS
+                loop {
+                    let mut head = [0u8; 9];
+                    tls.read_exact(&mut head).await.unwrap();
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                    let mut payload = vec![0u8; len];
+                    tls.read_exact(&mut payload).await.unwrap();
+                    match (head[3], head[4] & 1) {
+                        // The client's SETTINGS: acknowledged.
+                        (4, 0) => tls.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await.unwrap(),
+                        // The request's HEADERS: GOAWAY, last stream id, NO_ERROR.
+                        (1, _) => {
+                            let mut goaway = vec![0, 0, 8, 7, 0, 0, 0, 0, 0];
+                            goaway.extend_from_slice(&last_processed.to_be_bytes());
+                            goaway.extend_from_slice(&0u32.to_be_bytes());
+                            tls.write_all(&goaway).await.unwrap();
+                            // Closed for writing, then drained: a close with unread bytes would
+                            // be a reset, which could reach the client before the GOAWAY does.
+                            tls.shutdown().await.unwrap();
+                            let mut rest = Vec::new();
+                            let _ = tls.read_to_end(&mut rest).await;
+                            break;
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
-            }
+            });
         }
     });
     (addr, accepted)
