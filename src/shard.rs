@@ -6,8 +6,10 @@
 //!
 //! Why: on a work-stealing runtime each hand-off between a request's tasks (the connection,
 //! hyper's upstream dispatch and h2 tasks, the forwarded create) may wake the other, parked
-//! worker, which mostly finds nothing to steal. At the load a sidecar usually sees that is
-//! most of the CPU a request costs (`bench/run --rate 1000`, see the commit that added this).
+//! worker, which mostly finds nothing to steal. At the load a sidecar usually sees that was a
+//! third of the CPU an unaudited create cost (`bench/run --rate 1000`: 1.82 CPU-s per 10k on
+//! two workers, 1.18 on one), and under saturation it held GETs to 0.63x of a minimal hyper
+//! proxy (0.84x with serving threads).
 
 use std::cell::Cell;
 use std::future::Future;
