@@ -904,6 +904,8 @@ async fn the_token_appears_in_nothing_the_gateway_writes_on_any_path() {
     }
     // Shed: one request holds the only slot while another arrives.
     let slow = format!("GET /api/3/slow HTTP/1.1\r\nhost: x\r\n{key}\r\nconnection: close\r\n\r\n");
+    // Counted before the request is sent: it can reach the upstream before this task runs on.
+    let slow_seen = upstream.requests().len() + 1;
     let held = {
         let addr = gw.addr;
         tokio::spawn(async move {
@@ -914,7 +916,6 @@ async fn the_token_appears_in_nothing_the_gateway_writes_on_any_path() {
             String::from_utf8_lossy(&response).into_owned()
         })
     };
-    let slow_seen = upstream.requests().len() + 1;
     upstream.wait_for_requests(slow_seen).await;
     record(
         send_raw(
