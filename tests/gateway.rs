@@ -639,13 +639,7 @@ async fn connections_spread_over_the_serving_threads_each_forward_through_its_ow
     // A client (and so a connection) each: the connections go to the threads in turn.
     let mut answers = Vec::new();
     for _ in 0..6 {
-        let response = client()
-            .post(gw.url("/connections"))
-            .header("content-type", "application/json")
-            .body(VALID_CREATE)
-            .send()
-            .await
-            .unwrap();
+        let response = post(&gw, "/connections", "application/json", VALID_CREATE).await;
         answers.push((response.status(), response.text().await.unwrap()));
     }
     for (status, body) in &answers {
